@@ -1,0 +1,7 @@
+"""``python -m clipfl`` runs the local federation launcher."""
+
+import sys
+
+from clipfl.launch import main
+
+sys.exit(main())

@@ -1,0 +1,292 @@
+"""The federated-learning client: connect, register, train each round, upload, repeat.
+
+The message loop never blocks: local training runs in a worker thread as a task of the session's
+``TaskGroup``, so heartbeats and (under secure aggregation) protocol stages go on while it trains.
+Every round is timed on the event loop's clock: *download* from ``RoundStart`` to the full
+``FitIns``, *fit* (with an emulated slowdown: the fit is stretched to ``slowdown`` x its CPU time
+on an asyncio timer), *upload* from sending the update until the server's ``Receipt``.
+When the server goes silent the client reconnects with exponential backoff and registers again.
+
+Run ``python -m clipfl.client --help`` for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipfl import logs
+from clipfl.aio import task_group
+from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags, load_toml
+from clipfl.data import load_dataset, make_partition, to_tensors
+from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
+from clipfl.messages import FitIns, FitRes, Receipt, Register, Reject, RoundStart, Shutdown, Welcome
+from clipfl.models import build_model
+from clipfl.params import ParamSpec, load_state, state_of
+from clipfl.rundir import RunDir
+from clipfl.training import TrainSettings, fit
+from clipfl.wire import Message, decode, encode
+from transports.base import ClientTransport, ConnectionLost, TransportError
+
+__all__ = ["Client", "RoundTiming", "main"]
+
+log = logging.getLogger("clipfl.client")
+
+
+@dataclass(slots=True)
+class RoundTiming:
+    """One round as this client saw it, on the event loop's clock."""
+
+    round: int
+    announced_at: float | None = None
+    download_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    upload_started_at: float = 0.0
+    upload_seconds: float | None = None
+    bytes_in_at_start: int = 0
+    bytes_out_at_start: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Finished(Exception):
+    """The server said the run is over."""
+
+
+class Client:
+    def __init__(
+        self,
+        run: RunConfig,
+        config: ClientConfig,
+        transport_factory: Callable[[], ClientTransport],
+        *,
+        run_dir: RunDir | None = None,
+    ) -> None:
+        if config.client_id >= run.clients:
+            raise ConfigError(f"client-id {config.client_id} is outside 0..{run.clients - 1} (--clients {run.clients})")
+        self.run_config = run
+        self.config = config
+        self.run_dir = run_dir
+        self._factory = transport_factory
+        self.dataset = load_dataset(run.dataset, run.data_dir)
+        part = make_partition(self.dataset, run.partition, run.clients, seed=run.seed, alpha=run.alpha)
+        self.x, self.y = to_tensors(self.dataset.train, part.train[config.client_id])
+        self.model: torch.nn.Module | None = None
+        self.spec: ParamSpec | None = None
+        self.rounds_done: list[int] = []
+        self._timing: RoundTiming | None = None
+        self._welcomed = False
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    # ---------------------------------------------------------------------------- connection
+
+    async def run(self) -> int:
+        """Take part until the server says the run is over; return the number of rounds done."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.config.connect_timeout
+        attempt = 0
+        while True:
+            transport = self._factory()
+            try:
+                async with transport:
+                    await transport.connect(self.config.server)
+                    await self._session(transport)
+            except _Finished:
+                return len(self.rounds_done)
+            except (ConnectionLost, TransportError) as exc:
+                if self.rounds_done or attempt == 0:
+                    log.warning("client %d: connection lost (%s); reconnecting", self.config.client_id, exc)
+            if self._welcomed:
+                give_up_at = loop.time() + self.config.connect_timeout
+                self._welcomed = False
+            if loop.time() >= give_up_at:
+                raise ConnectionLost(
+                    f"no server at {self.config.server} for {self.config.connect_timeout:g} s; is it running?"
+                )
+            attempt += 1
+            delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)
+            await asyncio.sleep(delay)
+
+    _welcomed = False
+
+    async def _session(self, transport: ClientTransport) -> None:
+        await transport.send(
+            encode(Register(client_id=self.config.client_id, num_samples=self.num_samples,
+                            dataset=self.run_config.dataset, capabilities=["fedavg"]))
+        )
+        async with task_group() as tg:
+            while True:
+                try:
+                    async with asyncio.timeout(None if self._welcomed else self.config.heartbeat_timeout):
+                        frames = await transport.recv()
+                except TimeoutError:
+                    raise ConnectionLost("no answer to the registration") from None
+                try:
+                    msg = decode(frames)
+                except RemoteProtocolError as exc:
+                    log.warning("client %d: dropped a message from the server: %s", self.config.client_id, exc)
+                    continue
+                self._on_message(msg, transport, tg)
+
+    def _on_message(self, msg: Message, transport: ClientTransport, tg: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(msg, Welcome):
+            self._welcomed = True
+            if self.model is None:
+                self.model = build_model(str(msg.settings["model"]), self.dataset)
+                self.spec = ParamSpec.of(self.model)
+            log.info("client %d registered", self.config.client_id)
+        elif isinstance(msg, Reject):
+            raise ConfigError(f"the server refused this client: {msg.reason}")
+        elif isinstance(msg, RoundStart):
+            stats = transport.statistics()
+            self._timing = RoundTiming(msg.round, loop.time(), bytes_in_at_start=stats.bytes_in,
+                                       bytes_out_at_start=stats.bytes_out)
+        elif isinstance(msg, FitIns):
+            timing = self._timing
+            if timing is None or timing.round != msg.round:
+                stats = transport.statistics()
+                timing = RoundTiming(msg.round, None, bytes_in_at_start=stats.bytes_in,
+                                     bytes_out_at_start=stats.bytes_out)
+                self._timing = timing
+            if timing.announced_at is not None:
+                timing.download_seconds = loop.time() - timing.announced_at
+            tg.create_task(self._fit_and_upload(msg, timing, transport), name=f"fit-{msg.round}")
+        elif isinstance(msg, Receipt):
+            self._on_receipt(msg, transport)
+        elif isinstance(msg, Shutdown):
+            log.info("client %d: server says %s", self.config.client_id, msg.reason)
+            raise _Finished
+        else:
+            log.warning("client %d: unexpected %s: dropped", self.config.client_id, type(msg).__name__)
+
+    # ------------------------------------------------------------------------------ training
+
+    async def _fit_and_upload(self, ins: FitIns, timing: RoundTiming, transport: ClientTransport) -> None:
+        assert self.model is not None and self.spec is not None
+        try:
+            self.spec.check(ins.weights)
+        except ValueError as exc:
+            log.error("client %d: global model does not fit: %s", self.config.client_id, exc)
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        settings = TrainSettings(
+            epochs=int(ins.config.get("epochs", 1) or 1),
+            batch_size=int(ins.config.get("batch_size", 32) or 32),
+            lr=float(ins.config.get("lr", 0.05) or 0.05),
+            optimizer=str(ins.config.get("optimizer", "sgd")),
+            momentum=float(ins.config.get("momentum", 0.0) or 0.0),
+        )
+        seed = int(ins.config.get("seed", 0) or 0) * 1009 + self.config.client_id
+        result, delta = await asyncio.to_thread(self._train, ins.weights, settings, seed)
+        overrun = await self._emulate_slowdown(started, result.cpu_seconds)
+        timing.fit_seconds = loop.time() - started
+        timing.extra.update(train_loss=result.loss, cpu_seconds=result.cpu_seconds,
+                            emulation_overrun=overrun, slowdown=self.config.slowdown)
+        timing.upload_started_at = loop.time()
+        update = FitRes(round=ins.round, delta=delta, num_samples=self.num_samples, metrics={"train_loss": result.loss})
+        try:
+            await transport.send(encode(update))
+        except TransportError as exc:  # the message loop notices the lost connection and reconnects
+            log.warning("client %d: upload of round %d failed: %s", self.config.client_id, ins.round, exc)
+
+    def _train(self, weights: dict[str, np.ndarray], settings: TrainSettings, seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+        assert self.model is not None
+        load_state(self.model, weights)
+        result = fit(self.model, self.x, self.y, settings, seed=seed)
+        trained = state_of(self.model)
+        return result, {k: trained[k] - np.asarray(weights[k], dtype=np.float32) for k in trained}
+
+    async def _emulate_slowdown(self, started: float, cpu_seconds: float) -> bool:
+        """Stretch the fit to ``slowdown`` x its CPU time; True when the wall time already exceeded that."""
+        if self.config.slowdown <= 1.0:
+            return False
+        loop = asyncio.get_running_loop()
+        target = started + self.config.slowdown * cpu_seconds
+        if loop.time() > target:
+            return True
+        await asyncio.sleep(target - loop.time())
+        return False
+
+    def _on_receipt(self, msg: Receipt, transport: ClientTransport) -> None:
+        timing = self._timing
+        if timing is None or timing.round != msg.round:
+            log.warning("client %d: receipt for round %d that is not running: dropped", self.config.client_id, msg.round)
+            return
+        loop = asyncio.get_running_loop()
+        timing.upload_seconds = loop.time() - timing.upload_started_at
+        stats = transport.statistics()
+        row = {
+            "round": timing.round,
+            "download_seconds": timing.download_seconds,
+            "fit_seconds": timing.fit_seconds,
+            "upload_seconds": timing.upload_seconds,
+            "bytes_up": stats.bytes_out - timing.bytes_out_at_start,
+            "bytes_down": stats.bytes_in - timing.bytes_in_at_start,
+            "keep_ratio": 1.0,
+            "straggler": False,
+            **timing.extra,
+        }
+        self.rounds_done.append(timing.round)
+        if self.run_dir is not None:
+            self.run_dir.append_client(self.config.client_id, row)
+        self._timing = None
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clipfl.client",
+        description="Run one clipfl client: it loads its share of the data, connects to the server "
+        "and trains until the server ends the run.",
+    )
+    parser.add_argument("--config", help="TOML file with the same keys as the flags (flags win)")
+    logs.add_flags(parser)
+    add_flags(parser, ClientConfig, title="client")
+    add_flags(parser, RunConfig, title="federation (must match the server's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args)
+    try:
+        base = load_toml(args.config) if args.config else {}
+        run = config_from_flags(RunConfig, args, base)
+        config = config_from_flags(ClientConfig, args, base)
+        torch.set_num_threads(config.threads)
+        run_dir = RunDir(config.run_dir) if config.run_dir else None
+        from transports.zmq import ZmqClientTransport
+
+        def factory() -> ClientTransport:
+            return ZmqClientTransport(heartbeat_timeout=config.heartbeat_timeout)
+
+        client = Client(run, config, factory, run_dir=run_dir)
+        asyncio.run(client.run())
+    except ClipflError as exc:
+        print(f"clipfl.client: error: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionLost as exc:
+        print(f"clipfl.client: error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

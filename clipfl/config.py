@@ -1,0 +1,199 @@
+"""Run settings as small validated value objects, and the command-line flags made from them.
+
+``RunConfig`` is the federation as the server sees it; ``ClientConfig`` is what one client process
+needs on top. Both are frozen dataclasses validated once in ``__post_init__`` (the httpx ``Timeout``
+way): an impossible value raises ``ConfigError`` with one line naming the value and what is allowed.
+Flags are generated from the fields (``--local-epochs`` for ``local_epochs``), so that the server,
+the client and the launcher cannot drift apart; a TOML file gives the same keys, and flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clipfl.errors import ConfigError
+
+__all__ = [
+    "MITIGATIONS",
+    "SECAGG_MODES",
+    "ClientConfig",
+    "RunConfig",
+    "add_flags",
+    "config_from_flags",
+    "load_toml",
+]
+
+SECAGG_MODES = ("off", "secagg", "secagg+")
+MITIGATIONS = ("none", "deadline", "random", "ordered", "clip-compute", "clip", "fluid")
+PARTITIONS = ("iid", "dirichlet", "natural")
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_MODELS = {
+    "digits": "digits_cnn",
+    "cifar10": "vgg9",
+    "femnist": "femnist_cnn",
+    "shakespeare": "shakespeare_lstm",
+}
+
+C = TypeVar("C")
+
+
+def _opt(help: str, *, choices: Sequence[str] | None = None, flag: bool = True) -> dict[str, Any]:
+    return {"help": help, "choices": tuple(choices) if choices else None, "flag": flag}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """One federation: data, model, rounds, local training, secure aggregation, stragglers."""
+
+    dataset: str = field(default="digits", metadata=_opt("dataset name (digits is embedded)"))
+    data_dir: str | None = field(default=None, metadata=_opt("dataset directory (default: $CLIPFL_DATA)"))
+    partition: str = field(default="iid", metadata=_opt("how the data is split", choices=PARTITIONS))
+    alpha: float = field(default=0.5, metadata=_opt("Dirichlet concentration for --partition dirichlet"))
+    clients: int = field(default=10, metadata=_opt("number of clients in the federation"))
+    rounds: int = field(default=10, metadata=_opt("number of training rounds"))
+    seed: int = field(default=0, metadata=_opt("seed for the partition, the model and the clients"))
+    model: str | None = field(default=None, metadata=_opt("model name (default: the dataset's)"))
+    local_epochs: int = field(default=1, metadata=_opt("local epochs per round"))
+    batch_size: int = field(default=32, metadata=_opt("local batch size"))
+    lr: float = field(default=0.05, metadata=_opt("local learning rate"))
+    optimizer: str = field(default="sgd", metadata=_opt("local optimizer", choices=OPTIMIZERS))
+    momentum: float = field(default=0.9, metadata=_opt("SGD momentum"))
+    round_timeout: float = field(
+        default=120.0, metadata=_opt("seconds a round may last before the server stops waiting")
+    )
+    secagg: str = field(default="off", metadata=_opt("secure aggregation", choices=SECAGG_MODES))
+    mitigation: str = field(default="none", metadata=_opt("straggler mitigation", choices=MITIGATIONS))
+    registration_timeout: float = field(
+        default=120.0, metadata=_opt("seconds to wait for all clients to register")
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "clients", "rounds", "local_epochs", "batch_size")
+        _positive(self, "lr", "alpha", "round_timeout", "registration_timeout")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        _choice(self, "partition", PARTITIONS)
+        _choice(self, "optimizer", OPTIMIZERS)
+        _choice(self, "secagg", SECAGG_MODES)
+        _choice(self, "mitigation", MITIGATIONS)
+        if self.mitigation == "fluid" and self.secagg != "off":
+            raise ConfigError(
+                "mitigation 'fluid' prunes on the server, which must see each update: use it with --secagg off"
+            )
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_MODELS.get(self.dataset, "digits_cnn")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """What one client process needs besides the federation's data settings."""
+
+    client_id: int = field(default=0, metadata=_opt("this client's id, 0 .. clients-1"))
+    server: str = field(default="tcp://127.0.0.1:7700", metadata=_opt("the server's address"))
+    run_dir: str | None = field(default=None, metadata=_opt("where to write client-<id>.jsonl"))
+    threads: int = field(default=1, metadata=_opt("torch threads for local training"))
+    slowdown: float = field(default=1.0, metadata=_opt("emulated compute slowdown factor (>= 1)"))
+    connect_timeout: float = field(
+        default=60.0, metadata=_opt("seconds to keep retrying the server before giving up")
+    )
+    heartbeat_timeout: float = field(
+        default=10.0, metadata=_opt("seconds of server silence before reconnecting")
+    )
+
+    def __post_init__(self) -> None:
+        if self.client_id < 0:
+            raise ConfigError(f"client-id must be >= 0, got {self.client_id}")
+        _positive(self, "threads", "connect_timeout", "heartbeat_timeout")
+        if self.slowdown < 1:
+            raise ConfigError(f"slowdown must be >= 1 (a factor on the measured fit time), got {self.slowdown}")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _choice(obj: object, name: str, allowed: Sequence[str]) -> None:
+    value = getattr(obj, name)
+    if value not in allowed:
+        raise ConfigError(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------- flags
+
+
+def _scalar(tp: Any) -> type:
+    """The scalar type behind ``X`` or ``X | None``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return typing.cast(type, inner)
+    return typing.cast(type, tp)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls``; defaults stay unset (None) to detect use."""
+    group = parser.add_argument_group(title or cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta.get("flag", True):
+            continue
+        kind = _scalar(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
+            choices=meta.get("choices"),
+            metavar=None if meta.get("choices") else kind.__name__.upper(),
+            help=f"{meta.get('help', '')} (default: {default})",
+        )
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML configuration file; keys are field names (``local_epochs`` or ``local-epochs``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def config_from_flags(cls: type[C], args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> C:
+    """Build ``cls`` from a TOML mapping ``base`` overridden by the flags that were given."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in (base or {}).items() if k in names}
+    values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        kind = _scalar(hints[name])
+        if value is not None and not isinstance(value, kind):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                values[name] = float(value)
+            else:
+                raise ConfigError(f"{name.replace('_', '-')} must be a {kind.__name__}, got {value!r}")
+    return cls(**values)
+
+
+def unknown_keys(mapping: Mapping[str, Any], *classes: type) -> list[str]:
+    """Keys of ``mapping`` that no field of ``classes`` takes."""
+    known = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    return sorted(k for k in mapping if k not in known)

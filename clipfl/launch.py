@@ -1,0 +1,218 @@
+"""Local federation launcher: one server and N clients as separate OS processes on loopback.
+
+The server binds a free port and announces it on stdout (``--events``); the launcher then starts
+the clients, prints one line per round as the server reports it, and stops every process it started
+when the run ends, fails, or is interrupted. Each process logs to ``RUN_DIR/logs/``.
+
+Run ``python -m clipfl.launch --help`` for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipfl.config import RunConfig, add_flags, config_from_flags, load_toml, unknown_keys
+from clipfl.errors import ClipflError, ConfigError
+
+__all__ = ["LaunchOptions", "build_parser", "launch", "main"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchOptions:
+    run_dir: Path
+    host: str = "127.0.0.1"
+    stragglers: int = 0
+    straggler_slowdown: float = 1.0
+    slowdown: float = 1.0
+    quiet: bool = False
+    heartbeat_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.stragglers < 0:
+            raise ConfigError(f"stragglers must be >= 0, got {self.stragglers}")
+        if self.straggler_slowdown < 1 or self.slowdown < 1:
+            raise ConfigError("slowdown factors must be >= 1")
+
+    def slowdowns(self, config: RunConfig) -> list[float]:
+        """Each client's slowdown: the base one, times ``straggler_slowdown`` for seeded stragglers."""
+        if self.stragglers > config.clients:
+            raise ConfigError(f"stragglers ({self.stragglers}) must not exceed clients ({config.clients})")
+        rng = np.random.default_rng(config.seed + 7919)
+        slow = set(rng.choice(config.clients, size=self.stragglers, replace=False).tolist())
+        return [self.slowdown * (self.straggler_slowdown if i in slow else 1.0) for i in range(config.clients)]
+
+
+def config_flags(config: RunConfig) -> list[str]:
+    """The command-line flags that reproduce ``config``."""
+    argv: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is not None:
+            argv += ["--" + f.name.replace("_", "-"), str(value)]
+    return argv
+
+
+class _Processes:
+    """Every process the launcher started; all are stopped on the way out."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self, argv: Sequence[str], log_path: Path, *, stdout_pipe: bool = False) -> asyncio.subprocess.Process:
+        log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed with the process
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=asyncio.subprocess.PIPE if stdout_pipe else log,
+                stderr=log,
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            log.close()
+        self.procs.append(proc)
+        return proc
+
+    async def stop(self, grace: float = 5.0) -> None:
+        alive = [p for p in self.procs if p.returncode is None]
+        for p in alive:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in alive:
+            try:
+                await asyncio.wait_for(p.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                await p.wait()
+
+
+def _progress_line(event: dict[str, Any], rounds: int) -> str:
+    return (
+        f"round {event['round']:>3}/{rounds}  accuracy {event['test_accuracy']:.4f}  "
+        f"loss {event['test_loss']:.4f}  {event['round_seconds']:6.2f} s  "
+        f"{len(event['participants'])} clients" + (f", {len(event['failures'])} dropped" if event["failures"] else "")
+    )
+
+
+async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
+    """Run the whole federation; return the server's summary."""
+    run_dir = options.run_dir
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    slowdowns = options.slowdowns(config)
+    flags = config_flags(config)
+    procs = _Processes()
+    say = (lambda _: None) if options.quiet else (lambda line: print(line, flush=True))
+    try:
+        server = await procs.start(
+            [sys.executable, "-m", "clipfl.server", "--bind", f"tcp://{options.host}:0", "--events",
+             "--run-dir", str(run_dir), "--heartbeat-timeout", str(options.heartbeat_timeout), *flags],
+            logs / "server.log", stdout_pipe=True,
+        )
+        assert server.stdout is not None
+        summary: dict[str, Any] | None = None
+        clients_started = False
+        started = time.perf_counter()
+        while line := await server.stdout.readline():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            kind = event.get("event")
+            if kind == "listening" and not clients_started:
+                clients_started = True
+                for i in range(config.clients):
+                    await procs.start(
+                        [sys.executable, "-m", "clipfl.client", "--client-id", str(i), "--server",
+                         event["address"], "--run-dir", str(run_dir), "--slowdown", str(slowdowns[i]),
+                         "--heartbeat-timeout", str(options.heartbeat_timeout), *flags],
+                        logs / f"client-{i}.log",
+                    )
+                say(f"server on {event['address']}; {config.clients} clients started "
+                    f"({sum(s > options.slowdown for s in slowdowns)} stragglers)")
+            elif kind == "start":
+                say(f"all clients registered after {time.perf_counter() - started:.1f} s; training")
+            elif kind == "round":
+                say(_progress_line(event, config.rounds))
+            elif kind == "summary":
+                summary = {k: v for k, v in event.items() if k != "event"}
+        code = await server.wait()
+        if code != 0 or summary is None:
+            tail = (logs / "server.log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise ClipflError(f"the server exited with code {code}: " + (tail[-1] if tail else "no log"))
+        await asyncio.gather(*(asyncio.wait_for(p.wait(), 15) for p in procs.procs[1:]), return_exceptions=True)
+        return summary
+    finally:
+        await procs.stop()
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clipfl.launch",
+        description="Run a whole local federation (server + clients as processes on loopback) and "
+        "print where its run directory is.",
+    )
+    parser.add_argument("--config", help="TOML file: federation keys and launcher keys (flags win)")
+    parser.add_argument("--run-dir", help="where to write the run (default: runs/<time>)")
+    parser.add_argument("--host", help="loopback address to bind (default: 127.0.0.1)")
+    parser.add_argument("--stragglers", type=int, help="number of clients that are slowed down (default: 0)")
+    parser.add_argument("--straggler-slowdown", type=float,
+                        help="compute slowdown factor of the stragglers (default: 1)")
+    parser.add_argument("--slowdown", type=float, help="base compute slowdown of every client (default: 1)")
+    parser.add_argument("--heartbeat-timeout", type=float,
+                        help="seconds of silence before a peer counts as gone (default: 10)")
+    parser.add_argument("--quiet", action="store_true", help="print only the run directory")
+    add_flags(parser, RunConfig, title="federation")
+    return parser
+
+
+_LAUNCH_KEYS = ("run_dir", "host", "stragglers", "straggler_slowdown", "slowdown", "heartbeat_timeout", "quiet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = load_toml(args.config) if args.config else {}
+        unknown = [k for k in unknown_keys(base, RunConfig) if k not in _LAUNCH_KEYS]
+        if unknown:
+            raise ConfigError(f"unknown keys in {args.config}: {', '.join(unknown)}")
+        config = config_from_flags(RunConfig, args, base)
+        opts = {k: base[k] for k in _LAUNCH_KEYS if k in base}
+        opts.update({k: getattr(args, k) for k in _LAUNCH_KEYS if getattr(args, k) not in (None, False)})
+        run_dir = Path(opts.pop("run_dir", None) or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        options = LaunchOptions(run_dir=run_dir, **opts)
+        summary = asyncio.run(launch(config, options))
+    except ClipflError as exc:
+        print(f"clipfl.launch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipfl.launch: interrupted; every process stopped", file=sys.stderr)
+        return 130
+    if not options.quiet:
+        print(
+            f"done: {summary['rounds']} rounds in {summary['total_seconds']:.1f} s, "
+            f"final accuracy {summary['final_accuracy']:.4f} (best {summary['best_accuracy']:.4f})"
+        )
+    print(f"run directory: {run_dir.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The federated-learning server: an asyncio shell around the round collectors and a strategy.
+
+Two tasks in one ``TaskGroup``: the *receiver* turns transport events into protocol steps (one
+chokepoint, ``_dispatch``, feeds the current round's collector and flushes what it wants to send),
+and the *trainer* runs the rounds. A round is a deadline on the event loop's clock: the trainer
+waits until the collector is done or the deadline passes, woken by the receiver, never by polling.
+A bad message is logged with its peer and dropped; the server keeps serving.
+
+Run ``python -m clipfl.server --help`` for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipfl import logs
+from clipfl.aio import task_group
+from clipfl.collect import Collector, PlainCollector
+from clipfl.config import RunConfig, add_flags, config_from_flags, load_toml
+from clipfl.data import load_dataset, to_tensors
+from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
+from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, Welcome
+from clipfl.models import build_model
+from clipfl.params import ParamSpec, load_state, state_of
+from clipfl.rundir import RunDir
+from clipfl.strategy import ClientInfo, FedAvg, Strategy
+from clipfl.training import evaluate
+from clipfl.wire import Limits, Message, decode, encode
+from transports.base import PeerJoined, PeerLeft, Received, ServerTransport
+
+__all__ = ["ClientSession", "RoundRecord", "Server", "main"]
+
+log = logging.getLogger("clipfl.server")
+
+
+@dataclass(slots=True)
+class ClientSession:
+    """Connection bookkeeping for one registered client (kept apart from protocol state)."""
+
+    info: ClientInfo
+    peer: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    round: int
+    round_seconds: float
+    elapsed_seconds: float
+    test_accuracy: float
+    test_loss: float
+    participants: list[int]
+    failures: dict[int, str]
+    selected: list[int]
+
+
+class Server:
+    def __init__(
+        self,
+        config: RunConfig,
+        transport: ServerTransport,
+        *,
+        run_dir: RunDir | None = None,
+        strategy: Strategy | None = None,
+        limits: Limits | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.run_dir = run_dir
+        self.strategy = strategy or FedAvg(config)
+        self.limits = limits or Limits()
+        self._on_event = on_event or (lambda _: None)
+        self.dataset = load_dataset(config.dataset, config.data_dir)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model_name, self.dataset)
+        self.spec = ParamSpec.of(self.model)
+        self.weights = self.spec.flatten(state_of(self.model))
+        self._test = to_tensors(self.dataset.test)
+        self.sessions: dict[int, ClientSession] = {}
+        self._peers: dict[bytes, int] = {}
+        self._enough_clients = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._collector: Collector | None = None
+        self.records: list[RoundRecord] = []
+        self.address: str | None = None
+        self.dropped_messages = 0
+
+    # ------------------------------------------------------------------------------ receiving
+
+    async def _receive_forever(self) -> None:
+        while True:
+            event = await self.transport.recv()
+            if isinstance(event, Received):
+                await self._on_frames(event.peer, event.frames)
+            elif isinstance(event, PeerLeft):
+                self._on_peer_left(event.peer, event.reason)
+            elif isinstance(event, PeerJoined):
+                log.debug("peer %s connected", event.peer.hex())
+
+    def _label(self, peer: bytes) -> str:
+        cid = self._peers.get(peer)
+        return f"client {cid}" if cid is not None else f"peer {peer.hex()}"
+
+    def _drop(self, peer: bytes, why: str) -> None:
+        self.dropped_messages += 1
+        log.warning("dropped message from %s: %s", self._label(peer), why)
+
+    async def _on_frames(self, peer: bytes, frames: list[Any]) -> None:
+        try:
+            msg = decode(frames, self.limits)
+        except RemoteProtocolError as exc:
+            self._drop(peer, str(exc))
+            return
+        if isinstance(msg, Register):
+            await self._register(peer, msg)
+            return
+        client_id = self._peers.get(peer)
+        if client_id is None:
+            self._drop(peer, f"{type(msg).__name__} from a peer that has not registered")
+            return
+        await self._dispatch(lambda c: c.receive(client_id, msg))
+
+    def _on_peer_left(self, peer: bytes, reason: str) -> None:
+        client_id = self._peers.pop(peer, None)
+        if client_id is None:
+            return
+        session = self.sessions.get(client_id)
+        if session is not None and session.peer == peer:
+            session.peer = None
+        log.warning("client %d disconnected: %s", client_id, reason)
+        if self._collector is not None:
+            self._collector.fail(client_id, f"disconnected ({reason})")
+            self._progress.set()
+
+    async def _dispatch(self, step: Callable[[Collector], None]) -> None:
+        """The chokepoint: apply one step to the round's collector, then flush what it queued."""
+        collector = self._collector
+        if collector is None:
+            log.warning("message outside a round: dropped")
+            self.dropped_messages += 1
+            return
+        step(collector)
+        await self._flush(collector)
+        self._progress.set()
+
+    async def _flush(self, collector: Collector) -> None:
+        for client_id, msg in collector.data_to_send():
+            await self.send(client_id, msg)
+
+    async def send(self, client_id: int, msg: Message) -> None:
+        session = self.sessions.get(client_id)
+        if session is None or session.peer is None:
+            return
+        await self.transport.send(session.peer, encode(msg))
+
+    # ---------------------------------------------------------------------------- registration
+
+    async def _register(self, peer: bytes, msg: Register) -> None:
+        c = self.config
+        reason = None
+        if msg.client_id >= c.clients:
+            reason = f"client id {msg.client_id} is outside 0..{c.clients - 1}; start it with --client-id below {c.clients}"
+        elif msg.dataset != c.dataset:
+            reason = f"client holds dataset {msg.dataset!r}, this federation trains on {c.dataset!r}"
+        if reason is not None:
+            log.warning("registration refused for %s: %s", peer.hex(), reason)
+            await self.transport.send(peer, encode(Reject(reason=reason)))
+            self.transport.disconnect(peer)
+            return
+        old = self.sessions.get(msg.client_id)
+        if old is not None and old.peer is not None and old.peer != peer:
+            self._peers.pop(old.peer, None)
+            self.transport.disconnect(old.peer)
+            if self._collector is not None:
+                self._collector.fail(msg.client_id, "reconnected during the round")
+                self._progress.set()
+        self._peers[peer] = msg.client_id
+        info = ClientInfo(msg.client_id, msg.num_samples, tuple(msg.capabilities))
+        self.sessions[msg.client_id] = ClientSession(info, peer)
+        log.info("client %d registered (%d samples)", msg.client_id, msg.num_samples)
+        await self.transport.send(peer, encode(Welcome(client_id=msg.client_id, settings=self._settings())))
+        if len(self.connected()) >= c.clients:
+            self._enough_clients.set()
+
+    def _settings(self) -> dict[str, Any]:
+        c = self.config
+        return {"model": c.model_name, "rounds": c.rounds, "secagg": c.secagg, "mitigation": c.mitigation}
+
+    def connected(self) -> list[ClientInfo]:
+        return [s.info for s in self.sessions.values() if s.peer is not None]
+
+    # -------------------------------------------------------------------------------- training
+
+    async def _wait_until_done(self, collector: Collector, round_deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not collector.done:
+            self._progress.clear()
+            deadline = collector.next_deadline(round_deadline)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._progress.wait()
+            except TimeoutError:
+                collector.expire(loop.time())
+                await self._flush(collector)
+
+    async def _run_round(self, rnd: int, started: float) -> RoundRecord:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        clients = self.connected()
+        plan = self.strategy.configure_fit(rnd, clients)
+        weights = {x.client_id: self.strategy.client_weight(x) for x in clients}
+        collector = PlainCollector(rnd, plan.clients, weights, self.spec)
+        self._collector = collector
+        frames = encode(FitIns(round=rnd, weights=self.spec.unflatten(self.weights), config=plan.config))
+        announce = encode(RoundStart(round=rnd))
+        for client_id in plan.clients:
+            peer = self.sessions[client_id].peer
+            if peer is None:
+                collector.fail(client_id, "disconnected before the round started")
+                continue
+            await self.transport.send(peer, announce)
+            await self.transport.send(peer, frames)
+        try:
+            await self._wait_until_done(collector, t0 + plan.deadline_seconds)
+        finally:
+            self._collector = None
+        update = collector.outcome()
+        self.weights = self.strategy.aggregate_fit(rnd, self.weights, update, collector.failures)
+        loss, accuracy = await asyncio.to_thread(self._evaluate)
+        now = loop.time()
+        return RoundRecord(
+            round=rnd,
+            round_seconds=now - t0,
+            elapsed_seconds=now - started,
+            test_accuracy=accuracy,
+            test_loss=loss,
+            participants=list(update.contributors) if update else [],
+            failures=dict(sorted(collector.failures.items())),
+            selected=list(plan.clients),
+        )
+
+    def _evaluate(self) -> tuple[float, float]:
+        load_state(self.model, self.spec.unflatten(self.weights))
+        return evaluate(self.model, *self._test)
+
+    async def _train(self) -> dict[str, Any]:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(c.registration_timeout):
+                await self._enough_clients.wait()
+        except TimeoutError:
+            raise ConfigError(
+                f"only {len(self.connected())} of {c.clients} clients registered within "
+                f"{c.registration_timeout:g} s; start the missing clients or lower --clients"
+            ) from None
+        started = loop.time()
+        self._on_event({"event": "start", "clients": len(self.connected()), "rounds": c.rounds})
+        for rnd in range(1, c.rounds + 1):
+            record = await self._run_round(rnd, started)
+            self.records.append(record)
+            row = asdict(record)
+            row.update(self.transport_counters())
+            if self.run_dir is not None:
+                self.run_dir.append_metrics(row)
+                self.run_dir.save_checkpoint(rnd, self.spec.unflatten(self.weights), {"config": asdict(c)})
+            log.info(
+                "round %d/%d: accuracy %.4f, loss %.4f, %.2f s, %d clients, %d dropped",
+                rnd, c.rounds, record.test_accuracy, record.test_loss, record.round_seconds,
+                len(record.participants), len(record.failures),
+            )
+            self._on_event({"event": "round", **row})
+        summary = self.summary(loop.time() - started)
+        if self.run_dir is not None:
+            self.run_dir.write_json("summary.json", summary)
+        return summary
+
+    def transport_counters(self) -> dict[str, int]:
+        s = self.transport.statistics()
+        return {"bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "dropped_messages": self.dropped_messages}
+
+    def summary(self, total_seconds: float) -> dict[str, Any]:
+        accs = [r.test_accuracy for r in self.records]
+        return {
+            "rounds": len(self.records),
+            "total_seconds": total_seconds,
+            "final_accuracy": accs[-1] if accs else None,
+            "best_accuracy": max(accs) if accs else None,
+            "mean_round_seconds": float(np.mean([r.round_seconds for r in self.records])) if accs else None,
+            "final_loss": self.records[-1].test_loss if accs else None,
+            "dataset": self.config.dataset,
+            "model": self.config.model_name,
+            "clients": self.config.clients,
+            "secagg": self.config.secagg,
+            "mitigation": self.config.mitigation,
+        }
+
+    async def serve(self, address: str) -> dict[str, Any]:
+        """Bind ``address``, train every round, tell the clients to stop, return the summary."""
+        self.address = await self.transport.bind(address)
+        log.info("listening on %s", self.address)
+        self._on_event({"event": "listening", "address": self.address})
+        if self.run_dir is not None:
+            self.run_dir.write_json("config.json", {**asdict(self.config), "model": self.config.model_name})
+        summary: dict[str, Any] = {}
+        async with task_group() as tg:
+            receiver = tg.create_task(self._receive_forever(), name="receiver")
+            try:
+                summary = await self._train()
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._say_goodbye()
+                receiver.cancel()
+        self._on_event({"event": "summary", **summary})
+        return summary
+
+    async def _say_goodbye(self) -> None:
+        bye = encode(Shutdown(reason="training finished"))
+        for session in self.sessions.values():
+            if session.peer is not None:
+                await self.transport.send(session.peer, bye)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clipfl.server",
+        description="Run a clipfl federated-learning server: it waits for --clients clients, trains "
+        "--rounds rounds and writes the run directory.",
+    )
+    parser.add_argument("--bind", default="tcp://127.0.0.1:7700",
+                        help="ZeroMQ address to bind; port 0 picks a free one (default: tcp://127.0.0.1:7700)")
+    parser.add_argument("--run-dir", help="directory for metrics, checkpoints and the summary")
+    parser.add_argument("--config", help="TOML file with the same keys as the flags (flags win)")
+    parser.add_argument("--events", action="store_true",
+                        help="print one JSON object per event on stdout (for the launcher)")
+    parser.add_argument("--heartbeat-timeout", type=float, default=10.0,
+                        help="seconds of silence after which a client counts as gone (default: 10)")
+    logs.add_flags(parser)
+    add_flags(parser, RunConfig, title="federation")
+    return parser
+
+
+async def run_server(config: RunConfig, bind: str, run_dir: RunDir | None, *, events: bool,
+                     heartbeat_timeout: float) -> dict[str, Any]:
+    from transports.zmq import ZmqServerTransport
+
+    def emit(event: dict[str, Any]) -> None:
+        if events:
+            print(json.dumps(event, default=str), flush=True)
+
+    transport = ZmqServerTransport(heartbeat_timeout=heartbeat_timeout)
+    async with transport:
+        server = Server(config, transport, run_dir=run_dir, on_event=emit)
+        return await server.serve(bind)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args)
+    try:
+        base = load_toml(args.config) if args.config else {}
+        config = config_from_flags(RunConfig, args, base)
+        run_dir = RunDir(args.run_dir) if args.run_dir else None
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        summary = asyncio.run(run_server(config, args.bind, run_dir, events=args.events,
+                                         heartbeat_timeout=args.heartbeat_timeout))
+    except ClipflError as exc:
+        print(f"clipfl.server: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    log.info("done in %.1f s: final accuracy %s", time.perf_counter() - t0, summary.get("final_accuracy"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
