@@ -52,8 +52,8 @@ class RoundTiming:
     fit_seconds: float = 0.0
     upload_started_at: float = 0.0
     upload_seconds: float | None = None
-    bytes_in_at_start: int = 0
-    bytes_out_at_start: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,7 +71,9 @@ class Client:
         run_dir: RunDir | None = None,
     ) -> None:
         if config.client_id >= run.clients:
-            raise ConfigError(f"client-id {config.client_id} is outside 0..{run.clients - 1} (--clients {run.clients})")
+            raise ConfigError(
+                f"client-id {config.client_id} is outside 0..{run.clients - 1} (--clients {run.clients})"
+            )
         self.run_config = run
         self.config = config
         self.run_dir = run_dir
@@ -122,8 +124,14 @@ class Client:
 
     async def _session(self, transport: ClientTransport) -> None:
         await transport.send(
-            encode(Register(client_id=self.config.client_id, num_samples=self.num_samples,
-                            dataset=self.run_config.dataset, capabilities=["fedavg"]))
+            encode(
+                Register(
+                    client_id=self.config.client_id,
+                    num_samples=self.num_samples,
+                    dataset=self.run_config.dataset,
+                    capabilities=["fedavg"],
+                )
+            )
         )
         async with task_group() as tg:
             while True:
@@ -132,12 +140,17 @@ class Client:
                         frames = await transport.recv()
                 except TimeoutError:
                     raise ConnectionLost("no answer to the registration") from None
+                nbytes = sum(memoryview(f).nbytes for f in frames)
                 try:
                     msg = decode(frames)
                 except RemoteProtocolError as exc:
-                    log.warning("client %d: dropped a message from the server: %s", self.config.client_id, exc)
+                    log.warning(
+                        "client %d: dropped a message from the server: %s", self.config.client_id, exc
+                    )
                     continue
                 self._on_message(msg, transport, tg)
+                if self._timing is not None:
+                    self._timing.bytes_down += nbytes
 
     def _on_message(self, msg: Message, transport: ClientTransport, tg: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
@@ -150,21 +163,16 @@ class Client:
         elif isinstance(msg, Reject):
             raise ConfigError(f"the server refused this client: {msg.reason}")
         elif isinstance(msg, RoundStart):
-            stats = transport.statistics()
-            self._timing = RoundTiming(msg.round, loop.time(), bytes_in_at_start=stats.bytes_in,
-                                       bytes_out_at_start=stats.bytes_out)
+            self._timing = RoundTiming(msg.round, loop.time())
         elif isinstance(msg, FitIns):
             timing = self._timing
             if timing is None or timing.round != msg.round:
-                stats = transport.statistics()
-                timing = RoundTiming(msg.round, None, bytes_in_at_start=stats.bytes_in,
-                                     bytes_out_at_start=stats.bytes_out)
-                self._timing = timing
+                timing = self._timing = RoundTiming(msg.round, None)
             if timing.announced_at is not None:
                 timing.download_seconds = loop.time() - timing.announced_at
             tg.create_task(self._fit_and_upload(msg, timing, transport), name=f"fit-{msg.round}")
         elif isinstance(msg, Receipt):
-            self._on_receipt(msg, transport)
+            self._on_receipt(msg)
         elif isinstance(msg, Shutdown):
             log.info("client %d: server says %s", self.config.client_id, msg.reason)
             raise _Finished
@@ -193,16 +201,26 @@ class Client:
         result, delta = await asyncio.to_thread(self._train, ins.weights, settings, seed)
         overrun = await self._emulate_slowdown(started, result.cpu_seconds)
         timing.fit_seconds = loop.time() - started
-        timing.extra.update(train_loss=result.loss, cpu_seconds=result.cpu_seconds,
-                            emulation_overrun=overrun, slowdown=self.config.slowdown)
+        timing.extra.update(
+            train_loss=result.loss,
+            cpu_seconds=result.cpu_seconds,
+            emulation_overrun=overrun,
+            slowdown=self.config.slowdown,
+        )
         timing.upload_started_at = loop.time()
-        update = FitRes(round=ins.round, delta=delta, num_samples=self.num_samples, metrics={"train_loss": result.loss})
+        update = FitRes(
+            round=ins.round, delta=delta, num_samples=self.num_samples, metrics={"train_loss": result.loss}
+        )
         try:
-            await transport.send(encode(update))
+            frames = encode(update)
+            timing.bytes_up += sum(memoryview(f).nbytes for f in frames)
+            await transport.send(frames)
         except TransportError as exc:  # the message loop notices the lost connection and reconnects
             log.warning("client %d: upload of round %d failed: %s", self.config.client_id, ins.round, exc)
 
-    def _train(self, weights: dict[str, np.ndarray], settings: TrainSettings, seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+    def _train(
+        self, weights: dict[str, np.ndarray], settings: TrainSettings, seed: int
+    ) -> tuple[Any, dict[str, np.ndarray]]:
         assert self.model is not None
         load_state(self.model, weights)
         result = fit(self.model, self.x, self.y, settings, seed=seed)
@@ -220,21 +238,24 @@ class Client:
         await asyncio.sleep(target - loop.time())
         return False
 
-    def _on_receipt(self, msg: Receipt, transport: ClientTransport) -> None:
+    def _on_receipt(self, msg: Receipt) -> None:
         timing = self._timing
         if timing is None or timing.round != msg.round:
-            log.warning("client %d: receipt for round %d that is not running: dropped", self.config.client_id, msg.round)
+            log.warning(
+                "client %d: receipt for round %d that is not running: dropped",
+                self.config.client_id,
+                msg.round,
+            )
             return
         loop = asyncio.get_running_loop()
         timing.upload_seconds = loop.time() - timing.upload_started_at
-        stats = transport.statistics()
         row = {
             "round": timing.round,
             "download_seconds": timing.download_seconds,
             "fit_seconds": timing.fit_seconds,
             "upload_seconds": timing.upload_seconds,
-            "bytes_up": stats.bytes_out - timing.bytes_out_at_start,
-            "bytes_down": stats.bytes_in - timing.bytes_in_at_start,
+            "bytes_up": timing.bytes_up,
+            "bytes_down": timing.bytes_down,
             "keep_ratio": 1.0,
             "straggler": False,
             **timing.extra,

@@ -88,15 +88,23 @@ class PlainCollector(Collector):
 
     def receive(self, client_id: int, msg: Message) -> None:
         if client_id not in self.expected:
-            log.warning("round %d: %s from client %d, which is not in this round: dropped",
-                        self.round, type(msg).__name__, client_id)
+            log.warning(
+                "round %d: %s from client %d, which is not in this round: dropped",
+                self.round,
+                type(msg).__name__,
+                client_id,
+            )
             return
         if not isinstance(msg, FitRes):
             self.fail(client_id, f"sent {type(msg).__name__} where FitRes was expected")
             return
         if msg.round != self.round:
-            log.warning("round %d: stale FitRes for round %d from client %d: dropped",
-                        self.round, msg.round, client_id)
+            log.warning(
+                "round %d: stale FitRes for round %d from client %d: dropped",
+                self.round,
+                msg.round,
+                client_id,
+            )
             return
         if client_id in self._received or client_id in self.failures:
             log.warning("round %d: client %d sent a second FitRes: dropped", self.round, client_id)

@@ -88,7 +88,8 @@ class RunConfig:
         _choice(self, "mitigation", MITIGATIONS)
         if self.mitigation == "fluid" and self.secagg != "off":
             raise ConfigError(
-                "mitigation 'fluid' prunes on the server, which must see each update: use it with --secagg off"
+                "mitigation 'fluid' prunes on the server, which must see each update: "
+                "use it with --secagg off"
             )
 
     @property
@@ -117,7 +118,9 @@ class ClientConfig:
             raise ConfigError(f"client-id must be >= 0, got {self.client_id}")
         _positive(self, "threads", "connect_timeout", "heartbeat_timeout")
         if self.slowdown < 1:
-            raise ConfigError(f"slowdown must be >= 1 (a factor on the measured fit time), got {self.slowdown}")
+            raise ConfigError(
+                f"slowdown must be >= 1 (a factor on the measured fit time), got {self.slowdown}"
+            )
 
 
 def _positive(obj: object, *names: str) -> None:

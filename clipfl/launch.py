@@ -52,7 +52,9 @@ class LaunchOptions:
             raise ConfigError(f"stragglers ({self.stragglers}) must not exceed clients ({config.clients})")
         rng = np.random.default_rng(config.seed + 7919)
         slow = set(rng.choice(config.clients, size=self.stragglers, replace=False).tolist())
-        return [self.slowdown * (self.straggler_slowdown if i in slow else 1.0) for i in range(config.clients)]
+        return [
+            self.slowdown * (self.straggler_slowdown if i in slow else 1.0) for i in range(config.clients)
+        ]
 
 
 def config_flags(config: RunConfig) -> list[str]:
@@ -71,8 +73,10 @@ class _Processes:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self, argv: Sequence[str], log_path: Path, *, stdout_pipe: bool = False) -> asyncio.subprocess.Process:
-        log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed with the process
+    async def start(
+        self, argv: Sequence[str], log_path: Path, *, stdout_pipe: bool = False
+    ) -> asyncio.subprocess.Process:
+        log = open(log_path, "ab")  # noqa: SIM115, ASYNC230 - quick local open; the child keeps its own fd
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -104,7 +108,8 @@ def _progress_line(event: dict[str, Any], rounds: int) -> str:
     return (
         f"round {event['round']:>3}/{rounds}  accuracy {event['test_accuracy']:.4f}  "
         f"loss {event['test_loss']:.4f}  {event['round_seconds']:6.2f} s  "
-        f"{len(event['participants'])} clients" + (f", {len(event['failures'])} dropped" if event["failures"] else "")
+        f"{len(event['participants'])} clients"
+        + (f", {len(event['failures'])} dropped" if event["failures"] else "")
     )
 
 
@@ -119,9 +124,21 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
     say = (lambda _: None) if options.quiet else (lambda line: print(line, flush=True))
     try:
         server = await procs.start(
-            [sys.executable, "-m", "clipfl.server", "--bind", f"tcp://{options.host}:0", "--events",
-             "--run-dir", str(run_dir), "--heartbeat-timeout", str(options.heartbeat_timeout), *flags],
-            logs / "server.log", stdout_pipe=True,
+            [
+                sys.executable,
+                "-m",
+                "clipfl.server",
+                "--bind",
+                f"tcp://{options.host}:0",
+                "--events",
+                "--run-dir",
+                str(run_dir),
+                "--heartbeat-timeout",
+                str(options.heartbeat_timeout),
+                *flags,
+            ],
+            logs / "server.log",
+            stdout_pipe=True,
         )
         assert server.stdout is not None
         summary: dict[str, Any] | None = None
@@ -137,13 +154,28 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
                 clients_started = True
                 for i in range(config.clients):
                     await procs.start(
-                        [sys.executable, "-m", "clipfl.client", "--client-id", str(i), "--server",
-                         event["address"], "--run-dir", str(run_dir), "--slowdown", str(slowdowns[i]),
-                         "--heartbeat-timeout", str(options.heartbeat_timeout), *flags],
+                        [
+                            sys.executable,
+                            "-m",
+                            "clipfl.client",
+                            "--client-id",
+                            str(i),
+                            "--server",
+                            event["address"],
+                            "--run-dir",
+                            str(run_dir),
+                            "--slowdown",
+                            str(slowdowns[i]),
+                            "--heartbeat-timeout",
+                            str(options.heartbeat_timeout),
+                            *flags,
+                        ],
                         logs / f"client-{i}.log",
                     )
-                say(f"server on {event['address']}; {config.clients} clients started "
-                    f"({sum(s > options.slowdown for s in slowdowns)} stragglers)")
+                say(
+                    f"server on {event['address']}; {config.clients} clients started "
+                    f"({sum(s > options.slowdown for s in slowdowns)} stragglers)"
+                )
             elif kind == "start":
                 say(f"all clients registered after {time.perf_counter() - started:.1f} s; training")
             elif kind == "round":
@@ -154,7 +186,9 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
         if code != 0 or summary is None:
             tail = (logs / "server.log").read_text(errors="replace").strip().splitlines()[-5:]
             raise ClipflError(f"the server exited with code {code}: " + (tail[-1] if tail else "no log"))
-        await asyncio.gather(*(asyncio.wait_for(p.wait(), 15) for p in procs.procs[1:]), return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.wait_for(p.wait(), 15) for p in procs.procs[1:]), return_exceptions=True
+        )
         return summary
     finally:
         await procs.stop()
@@ -173,17 +207,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", help="where to write the run (default: runs/<time>)")
     parser.add_argument("--host", help="loopback address to bind (default: 127.0.0.1)")
     parser.add_argument("--stragglers", type=int, help="number of clients that are slowed down (default: 0)")
-    parser.add_argument("--straggler-slowdown", type=float,
-                        help="compute slowdown factor of the stragglers (default: 1)")
+    parser.add_argument(
+        "--straggler-slowdown", type=float, help="compute slowdown factor of the stragglers (default: 1)"
+    )
     parser.add_argument("--slowdown", type=float, help="base compute slowdown of every client (default: 1)")
-    parser.add_argument("--heartbeat-timeout", type=float,
-                        help="seconds of silence before a peer counts as gone (default: 10)")
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        help="seconds of silence before a peer counts as gone (default: 10)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the run directory")
     add_flags(parser, RunConfig, title="federation")
     return parser
 
 
-_LAUNCH_KEYS = ("run_dir", "host", "stragglers", "straggler_slowdown", "slowdown", "heartbeat_timeout", "quiet")
+_LAUNCH_KEYS = (
+    "run_dir",
+    "host",
+    "stragglers",
+    "straggler_slowdown",
+    "slowdown",
+    "heartbeat_timeout",
+    "quiet",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

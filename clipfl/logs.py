@@ -26,8 +26,12 @@ class JsonFormatter(logging.Formatter):
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
-                        help="log level (default: info)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level (default: info)",
+    )
 
 
 def setup(args: argparse.Namespace, *, name: str = "") -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ParamSpec", "State", "state_of", "load_state"]
+__all__ = ["ParamSpec", "State", "load_state", "state_of"]
 
 State = dict[str, np.ndarray]
 """Named float32 arrays, in ``state_dict`` order."""
@@ -64,7 +64,9 @@ class ParamSpec:
         if tuple(state) != self.names:
             missing = set(self.names) - set(state)
             extra = set(state) - set(self.names)
-            raise ValueError(f"state tensors differ from the model: missing {sorted(missing)}, extra {sorted(extra)}")
+            raise ValueError(
+                f"state tensors differ from the model: missing {sorted(missing)}, extra {sorted(extra)}"
+            )
         for n, s in zip(self.names, self.shapes, strict=True):
             if tuple(state[n].shape) != s:
                 raise ValueError(f"tensor {n!r} has shape {tuple(state[n].shape)}, the model needs {s}")

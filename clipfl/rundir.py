@@ -104,5 +104,6 @@ class RunDir:
         """Atomically replace the checkpoint with the global model after ``round``."""
         buffer = io.BytesIO()
         meta = np.frombuffer(_dumps({"round": round, **extra}).encode(), dtype=np.uint8)
-        np.savez(buffer, __meta__=meta, **{f"state/{k}": v for k, v in state.items()})
+        arrays: dict[str, Any] = {f"state/{k}": v for k, v in state.items()}
+        np.savez(buffer, __meta__=meta, **arrays)
         atomic_write_bytes(self.checkpoint_path, buffer.getvalue())

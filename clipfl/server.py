@@ -171,7 +171,10 @@ class Server:
         c = self.config
         reason = None
         if msg.client_id >= c.clients:
-            reason = f"client id {msg.client_id} is outside 0..{c.clients - 1}; start it with --client-id below {c.clients}"
+            reason = (
+                f"client id {msg.client_id} is outside 0..{c.clients - 1}; "
+                f"start it with --client-id below {c.clients}"
+            )
         elif msg.dataset != c.dataset:
             reason = f"client holds dataset {msg.dataset!r}, this federation trains on {c.dataset!r}"
         if reason is not None:
@@ -278,8 +281,13 @@ class Server:
                 self.run_dir.save_checkpoint(rnd, self.spec.unflatten(self.weights), {"config": asdict(c)})
             log.info(
                 "round %d/%d: accuracy %.4f, loss %.4f, %.2f s, %d clients, %d dropped",
-                rnd, c.rounds, record.test_accuracy, record.test_loss, record.round_seconds,
-                len(record.participants), len(record.failures),
+                rnd,
+                c.rounds,
+                record.test_accuracy,
+                record.test_loss,
+                record.round_seconds,
+                len(record.participants),
+                len(record.failures),
             )
             self._on_event({"event": "round", **row})
         summary = self.summary(loop.time() - started)
@@ -308,8 +316,12 @@ class Server:
         }
 
     async def serve(self, address: str) -> dict[str, Any]:
-        """Bind ``address``, train every round, tell the clients to stop, return the summary."""
+        """Bind ``address``, then ``run``."""
         self.address = await self.transport.bind(address)
+        return await self.run()
+
+    async def run(self) -> dict[str, Any]:
+        """Train every round on the bound transport, tell the clients to stop, return the summary."""
         log.info("listening on %s", self.address)
         self._on_event({"event": "listening", "address": self.address})
         if self.run_dir is not None:
@@ -342,21 +354,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a clipfl federated-learning server: it waits for --clients clients, trains "
         "--rounds rounds and writes the run directory.",
     )
-    parser.add_argument("--bind", default="tcp://127.0.0.1:7700",
-                        help="ZeroMQ address to bind; port 0 picks a free one (default: tcp://127.0.0.1:7700)")
+    parser.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:7700",
+        help="ZeroMQ address to bind; port 0 picks a free one (default: tcp://127.0.0.1:7700)",
+    )
     parser.add_argument("--run-dir", help="directory for metrics, checkpoints and the summary")
     parser.add_argument("--config", help="TOML file with the same keys as the flags (flags win)")
-    parser.add_argument("--events", action="store_true",
-                        help="print one JSON object per event on stdout (for the launcher)")
-    parser.add_argument("--heartbeat-timeout", type=float, default=10.0,
-                        help="seconds of silence after which a client counts as gone (default: 10)")
+    parser.add_argument(
+        "--events", action="store_true", help="print one JSON object per event on stdout (for the launcher)"
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=10.0,
+        help="seconds of silence after which a client counts as gone (default: 10)",
+    )
     logs.add_flags(parser)
     add_flags(parser, RunConfig, title="federation")
     return parser
 
 
-async def run_server(config: RunConfig, bind: str, run_dir: RunDir | None, *, events: bool,
-                     heartbeat_timeout: float) -> dict[str, Any]:
+async def run_server(
+    config: RunConfig, bind: str, run_dir: RunDir | None, *, events: bool, heartbeat_timeout: float
+) -> dict[str, Any]:
     from transports.zmq import ZmqServerTransport
 
     def emit(event: dict[str, Any]) -> None:
@@ -378,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = RunDir(args.run_dir) if args.run_dir else None
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        summary = asyncio.run(run_server(config, args.bind, run_dir, events=args.events,
-                                         heartbeat_timeout=args.heartbeat_timeout))
+        summary = asyncio.run(
+            run_server(
+                config, args.bind, run_dir, events=args.events, heartbeat_timeout=args.heartbeat_timeout
+            )
+        )
     except ClipflError as exc:
         print(f"clipfl.server: error: {exc}", file=sys.stderr)
         return 2

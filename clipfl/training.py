@@ -39,7 +39,9 @@ def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum)
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, *, seed: int) -> FitResult:
+def fit(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, *, seed: int
+) -> FitResult:
     """Train ``model`` in place for ``settings.epochs`` epochs over ``(x, y)``."""
     cpu_start = time.thread_time()
     generator = torch.Generator().manual_seed(seed)
@@ -63,7 +65,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSetti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> tuple[float, float]:
     """``(mean cross-entropy loss, accuracy in [0, 1])`` of ``model`` on ``(x, y)``."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")

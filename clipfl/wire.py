@@ -115,7 +115,8 @@ def _le(array: np.ndarray) -> np.ndarray:
     """A C-contiguous little-endian view or copy of ``array``, whose dtype is allowed."""
     if array.dtype.name not in ALLOWED_DTYPES:
         raise LocalProtocolError(f"cannot send dtype {array.dtype}: allowed are {sorted(ALLOWED_DTYPES)}")
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return little if little.flags.c_contiguous else little.copy(order="C")
 
 
 # ---------------------------------------------------------------------------------------------- encode
@@ -135,12 +136,12 @@ def encode(msg: Message) -> list[Frame]:
         if _is_array_type(tp):
             arr = _le(np.asarray(value))
             descriptors.append([field, None, arr.dtype.name, list(arr.shape)])
-            frames.append(memoryview(arr).cast("B"))
+            frames.append(arr.reshape(-1).view(np.uint8).data)
         elif _is_state_type(tp):
             for key, tensor in value.items():
                 arr = _le(np.asarray(tensor))
                 descriptors.append([field, key, arr.dtype.name, list(arr.shape)])
-                frames.append(memoryview(arr).cast("B") if arr.size else b"")
+                frames.append(arr.reshape(-1).view(np.uint8).data)
         else:
             fields[field] = value
     envelope = {"v": PROTOCOL_VERSION, "t": name, "f": fields, "x": descriptors}
@@ -194,7 +195,9 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 _fail(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         checked = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(checked) if origin is tuple else checked
@@ -227,14 +230,17 @@ def _tensor(frame: Frame, descriptor: Any, limits: Limits, where: str) -> tuple[
     expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     nbytes = memoryview(frame).nbytes
     if nbytes != expected:
-        _fail(f"{where}: tensor {field}{'/' + key if key else ''} has {nbytes} bytes, shape {shape} of {dtype} needs {expected}")
+        _fail(
+            f"{where}: tensor {field}{'/' + key if key else ''} has {nbytes} bytes, "
+            f"shape {shape} of {dtype} needs {expected}"
+        )
     if nbytes > limits.max_tensor_bytes:
         _fail(f"{where}: tensor of {nbytes} bytes exceeds the limit of {limits.max_tensor_bytes}")
     array = np.frombuffer(frame, dtype=dt).reshape(shape) if nbytes else np.zeros(shape, dtype=dt)
     return field, key, array
 
 
-def decode(frames: Sequence[Frame], limits: Limits = Limits()) -> Message:  # noqa: B008 - frozen default
+def decode(frames: Sequence[Frame], limits: Limits = Limits()) -> Message:
     """Decode and validate frames from a peer; raise ``RemoteProtocolError`` for anything invalid."""
     if not frames:
         _fail("empty message")
@@ -277,7 +283,7 @@ def decode(frames: Sequence[Frame], limits: Limits = Limits()) -> Message:  # no
     if unknown:
         _fail(f"{name}: unknown fields {sorted(map(str, unknown))}")
     for frame, descriptor in zip(frames[1:], descriptors, strict=True):
-        field, key, array = _tensor(frame, descriptor, limits, name)
+        field, key, array = _tensor(frame, descriptor, limits, str(name))
         tp = hints.get(field)
         if tp is not None and _is_array_type(tp) and key is None and field not in kwargs:
             kwargs[field] = array
