@@ -26,8 +26,8 @@ import torch
 
 from clipfl import logs
 from clipfl.aio import task_group
-from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags, load_toml
-from clipfl.data import load_dataset, make_partition, to_tensors
+from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags, load_toml, run_config
+from clipfl.data import load_dataset, make_partition, subsample, to_tensors
 from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
 from clipfl.messages import FitIns, FitRes, Receipt, Register, Reject, RoundStart, Shutdown, Welcome
 from clipfl.models import build_model
@@ -79,13 +79,21 @@ class Client:
         self.run_dir = run_dir
         self._factory = transport_factory
         self.dataset = load_dataset(run.dataset, run.data_dir)
-        part = make_partition(self.dataset, run.partition, run.clients, seed=run.seed, alpha=run.alpha)
-        self.x, self.y = to_tensors(self.dataset.train, part.train[config.client_id])
+        part = make_partition(
+            self.dataset, run.partition, run.clients, seed=run.seed, alpha=run.alpha, pick=run.pick
+        )
+        mine = subsample(
+            part.train[config.client_id], run.max_client_samples, seed=run.seed + config.client_id
+        )
+        self.x, self.y = to_tensors(self.dataset.train, mine)
         self.model: torch.nn.Module | None = None
         self.spec: ParamSpec | None = None
+        self.model_name = run.model_name
+        self._build(self.model_name)
         self.rounds_done: list[int] = []
         self._timing: RoundTiming | None = None
         self._welcomed = False
+        self._warmed_up: asyncio.Task[None] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -95,6 +103,7 @@ class Client:
 
     async def run(self) -> int:
         """Take part until the server says the run is over; return the number of rounds done."""
+        await asyncio.to_thread(self._warm_up)
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.config.connect_timeout
         attempt = 0
@@ -156,9 +165,9 @@ class Client:
         loop = asyncio.get_running_loop()
         if isinstance(msg, Welcome):
             self._welcomed = True
-            if self.model is None:
-                self.model = build_model(str(msg.settings["model"]), self.dataset)
-                self.spec = ParamSpec.of(self.model)
+            if self.model is None or msg.settings["model"] != self.model_name:
+                self._build(str(msg.settings["model"]))
+                self._warmed_up = tg.create_task(asyncio.to_thread(self._warm_up), name="warm-up")
             log.info("client %d registered", self.config.client_id)
         elif isinstance(msg, Reject):
             raise ConfigError(f"the server refused this client: {msg.reason}")
@@ -188,6 +197,8 @@ class Client:
         except ValueError as exc:
             log.error("client %d: global model does not fit: %s", self.config.client_id, exc)
             return
+        if self._warmed_up is not None:
+            await self._warmed_up
         loop = asyncio.get_running_loop()
         started = loop.time()
         settings = TrainSettings(
@@ -226,6 +237,19 @@ class Client:
         result = fit(self.model, self.x, self.y, settings, seed=seed)
         trained = state_of(self.model)
         return result, {k: trained[k] - np.asarray(weights[k], dtype=np.float32) for k in trained}
+
+    def _build(self, name: str) -> None:
+        self.model_name = name
+        self.model = build_model(name, self.dataset)
+        self.spec = ParamSpec.of(self.model)
+
+    def _warm_up(self) -> None:
+        """One throwaway step on a copy of the model, so torch's one-time set-up is not timed as a fit."""
+        import copy
+
+        assert self.model is not None
+        model = copy.deepcopy(self.model)
+        fit(model, self.x[:2], self.y[:2], TrainSettings(epochs=1, batch_size=2), seed=0)
 
     async def _emulate_slowdown(self, started: float, cpu_seconds: float) -> bool:
         """Stretch the fit to ``slowdown`` x its CPU time; True when the wall time already exceeded that."""
@@ -269,6 +293,36 @@ class Client:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+def transport_factory(config: ClientConfig) -> Callable[[], ClientTransport]:
+    """ZeroMQ transports for this client, with its bandwidth caps applied as ``--shape`` says.
+
+    ``tc`` shapes this process's own network interface once (root, inside a clipfl namespace);
+    ``app`` paces the transport with token buckets of the same semantics.
+    """
+    from transports.tc import LinkSpec
+    from transports.zmq import ZmqClientTransport
+
+    link = LinkSpec.parse(config.upload_rate, config.download_rate)
+    app = config.shape == "app"
+    if not app and (link.upload_bps or link.download_bps):
+        from urllib.parse import urlsplit
+
+        from transports.tc import interface_towards, require_root_netns, shape_own_interface
+
+        require_root_netns()
+        host = urlsplit(config.server).hostname or ""
+        shape_own_interface(interface_towards(host), link.upload_bps, link.download_bps)
+
+    def factory() -> ClientTransport:
+        return ZmqClientTransport(
+            heartbeat_timeout=config.heartbeat_timeout,
+            upload_bps=link.upload_bps if app else None,
+            download_bps=link.download_bps if app else None,
+        )
+
+    return factory
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clipfl.client",
@@ -287,14 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args)
     try:
         base = load_toml(args.config) if args.config else {}
-        run = config_from_flags(RunConfig, args, base)
+        run = run_config(args, base)
         config = config_from_flags(ClientConfig, args, base)
         torch.set_num_threads(config.threads)
         run_dir = RunDir(config.run_dir) if config.run_dir else None
-        from transports.zmq import ZmqClientTransport
-
-        def factory() -> ClientTransport:
-            return ZmqClientTransport(heartbeat_timeout=config.heartbeat_timeout)
+        factory = transport_factory(config)
 
         client = Client(run, config, factory, run_dir=run_dir)
         asyncio.run(client.run())

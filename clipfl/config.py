@@ -29,6 +29,7 @@ __all__ = [
     "add_flags",
     "config_from_flags",
     "load_toml",
+    "run_config",
 ]
 
 SECAGG_MODES = ("off", "secagg", "secagg+")
@@ -74,6 +75,24 @@ class RunConfig:
     registration_timeout: float = field(
         default=120.0, metadata=_opt("seconds to wait for all clients to register")
     )
+    preset: str | None = field(
+        default=None, metadata=_opt("a workload preset (cifar10, femnist, shakespeare); flags override it")
+    )
+    target_accuracy: float | None = field(
+        default=None, metadata=_opt("test accuracy that time-to-accuracy is measured against")
+    )
+    pick: str = field(
+        default="largest",
+        metadata=_opt(
+            "natural partition: the largest writers/roles or a seeded sample", choices=("largest", "sample")
+        ),
+    )
+    max_client_samples: int | None = field(
+        default=None, metadata=_opt("cap on a client's local samples (a seeded subset)")
+    )
+    max_test_samples: int | None = field(
+        default=None, metadata=_opt("cap on the server's test samples (a seeded subset)")
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "clients", "rounds", "local_epochs", "batch_size")
@@ -82,6 +101,12 @@ class RunConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        for name in ("max_client_samples", "max_test_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {value}")
         _choice(self, "partition", PARTITIONS)
         _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "secagg", SECAGG_MODES)
@@ -112,8 +137,18 @@ class ClientConfig:
     heartbeat_timeout: float = field(
         default=10.0, metadata=_opt("seconds of server silence before reconnecting")
     )
+    upload_rate: str | None = field(default=None, metadata=_opt("upload cap, tc units (e.g. 2mbit)"))
+    download_rate: str | None = field(default=None, metadata=_opt("download cap, tc units (e.g. 10mbit)"))
+    shape: str = field(
+        default="app",
+        metadata=_opt(
+            "how caps are applied: tc (Linux qdiscs, root, own namespace) or app (token bucket)",
+            choices=("tc", "app"),
+        ),
+    )
 
     def __post_init__(self) -> None:
+        _choice(self, "shape", ("tc", "app"))
         if self.client_id < 0:
             raise ConfigError(f"client-id must be >= 0, got {self.client_id}")
         _positive(self, "threads", "connect_timeout", "heartbeat_timeout")
@@ -194,6 +229,20 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, base: Mapping[str,
             else:
                 raise ConfigError(f"{name.replace('_', '-')} must be a {kind.__name__}, got {value!r}")
     return cls(**values)
+
+
+def run_config(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> RunConfig:
+    """``RunConfig`` from, in rising order of precedence: the preset, the TOML mapping, the flags."""
+    base = dict(base or {})
+    preset_name = getattr(args, "preset", None) or base.get("preset")
+    if preset_name:
+        from clipfl.presets import get_preset
+
+        preset = get_preset(str(preset_name))
+        names = {f.name for f in dataclasses.fields(RunConfig)}
+        defaults = {k: v for k, v in dataclasses.asdict(preset).items() if k in names and k != "name"}
+        base = {**defaults, **base, "preset": preset.name}
+    return config_from_flags(RunConfig, args, base)
 
 
 def unknown_keys(mapping: Mapping[str, Any], *classes: type) -> list[str]:

@@ -24,19 +24,28 @@ from typing import Any
 
 import numpy as np
 
-from clipfl.config import RunConfig, add_flags, config_from_flags, load_toml, unknown_keys
+from clipfl.config import RunConfig, add_flags, load_toml, run_config, unknown_keys
 from clipfl.errors import ClipflError, ConfigError
+from transports.tc import parse_rate
 
 __all__ = ["LaunchOptions", "build_parser", "launch", "main"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LaunchOptions:
+    """How the launcher emulates a heterogeneous fleet on this machine."""
+
     run_dir: Path
     host: str = "127.0.0.1"
     stragglers: int = 0
+    straggler_ids: tuple[int, ...] | None = None
     straggler_slowdown: float = 1.0
     slowdown: float = 1.0
+    upload_rate: str | None = None
+    download_rate: str | None = None
+    straggler_upload_rate: str | None = None
+    straggler_download_rate: str | None = None
+    shape: str = "app"
     quiet: bool = False
     heartbeat_timeout: float = 10.0
 
@@ -45,15 +54,45 @@ class LaunchOptions:
             raise ConfigError(f"stragglers must be >= 0, got {self.stragglers}")
         if self.straggler_slowdown < 1 or self.slowdown < 1:
             raise ConfigError("slowdown factors must be >= 1")
+        if self.shape not in ("tc", "app"):
+            raise ConfigError(f"shape must be tc or app, got {self.shape!r}")
+        for rate in (
+            self.upload_rate,
+            self.download_rate,
+            self.straggler_upload_rate,
+            self.straggler_download_rate,
+        ):
+            if rate is not None:
+                parse_rate(rate)
 
-    def slowdowns(self, config: RunConfig) -> list[float]:
-        """Each client's slowdown: the base one, times ``straggler_slowdown`` for seeded stragglers."""
+    def straggler_set(self, config: RunConfig) -> frozenset[int]:
+        """The straggling clients: ``straggler_ids`` if given, else a seeded choice of ``stragglers``."""
+        if self.straggler_ids is not None:
+            bad = [i for i in self.straggler_ids if not 0 <= i < config.clients]
+            if bad:
+                raise ConfigError(f"straggler ids {bad} are outside 0..{config.clients - 1}")
+            return frozenset(self.straggler_ids)
         if self.stragglers > config.clients:
             raise ConfigError(f"stragglers ({self.stragglers}) must not exceed clients ({config.clients})")
         rng = np.random.default_rng(config.seed + 7919)
-        slow = set(rng.choice(config.clients, size=self.stragglers, replace=False).tolist())
+        return frozenset(rng.choice(config.clients, size=self.stragglers, replace=False).tolist())
+
+    def slowdowns(self, config: RunConfig) -> list[float]:
+        """Each client's slowdown: the base one, times ``straggler_slowdown`` for the stragglers."""
+        slow = self.straggler_set(config)
         return [
             self.slowdown * (self.straggler_slowdown if i in slow else 1.0) for i in range(config.clients)
+        ]
+
+    def links(self, config: RunConfig) -> list[tuple[str | None, str | None]]:
+        """Each client's (upload, download) caps as tc rates; None is unlimited."""
+        slow = self.straggler_set(config)
+        return [
+            (
+                (self.straggler_upload_rate or self.upload_rate) if i in slow else self.upload_rate,
+                (self.straggler_download_rate or self.download_rate) if i in slow else self.download_rate,
+            )
+            for i in range(config.clients)
         ]
 
 
@@ -115,11 +154,26 @@ def _progress_line(event: dict[str, Any], rounds: int) -> str:
 
 async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
     """Run the whole federation; return the server's summary."""
+    links = options.links(config)
+    if options.shape == "tc" and any(up or down for up, down in links):
+        from transports.tc import LinkSpec, cleanup_stale, network_bench_async, new_run_id, require_root_netns
+
+        require_root_netns()
+        cleanup_stale()
+        specs = [LinkSpec.parse(up, down) for up, down in links]
+        async with network_bench_async(new_run_id(), specs) as bench:
+            return await _run_federation(config, options, bench)
+    return await _run_federation(config, options, None)
+
+
+async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any) -> dict[str, Any]:
     run_dir = options.run_dir
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     slowdowns = options.slowdowns(config)
+    links = options.links(config)
     flags = config_flags(config)
+    host = bench.server_address if bench is not None else options.host
     procs = _Processes()
     say = (lambda _: None) if options.quiet else (lambda line: print(line, flush=True))
     try:
@@ -129,7 +183,7 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
                 "-m",
                 "clipfl.server",
                 "--bind",
-                f"tcp://{options.host}:0",
+                f"tcp://{host}:0",
                 "--events",
                 "--run-dir",
                 str(run_dir),
@@ -153,28 +207,35 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
             if kind == "listening" and not clients_started:
                 clients_started = True
                 for i in range(config.clients):
-                    await procs.start(
-                        [
-                            sys.executable,
-                            "-m",
-                            "clipfl.client",
-                            "--client-id",
-                            str(i),
-                            "--server",
-                            event["address"],
-                            "--run-dir",
-                            str(run_dir),
-                            "--slowdown",
-                            str(slowdowns[i]),
-                            "--heartbeat-timeout",
-                            str(options.heartbeat_timeout),
-                            *flags,
-                        ],
-                        logs / f"client-{i}.log",
-                    )
+                    argv = [
+                        sys.executable,
+                        "-m",
+                        "clipfl.client",
+                        "--client-id",
+                        str(i),
+                        "--server",
+                        event["address"],
+                        "--run-dir",
+                        str(run_dir),
+                        "--slowdown",
+                        str(slowdowns[i]),
+                        "--heartbeat-timeout",
+                        str(options.heartbeat_timeout),
+                        *flags,
+                    ]
+                    up, down = links[i]
+                    if bench is not None:
+                        argv = bench.exec_argv(i, argv)  # the bench's qdiscs carry the caps
+                    else:
+                        argv += ["--shape", "app"]
+                        argv += ["--upload-rate", up] if up else []
+                        argv += ["--download-rate", down] if down else []
+                    await procs.start(argv, logs / f"client-{i}.log")
+                n_slow = len(options.straggler_set(config))
                 say(
-                    f"server on {event['address']}; {config.clients} clients started "
-                    f"({sum(s > options.slowdown for s in slowdowns)} stragglers)"
+                    f"server on {event['address']}; {config.clients} clients started ({n_slow} stragglers"
+                    + (f", shaping {options.shape}" if any(u or d for u, d in links) else "")
+                    + ")"
                 )
             elif kind == "start":
                 say(f"all clients registered after {time.perf_counter() - started:.1f} s; training")
@@ -197,6 +258,13 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+def _id_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated client ids, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clipfl.launch",
@@ -208,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="loopback address to bind (default: 127.0.0.1)")
     parser.add_argument("--stragglers", type=int, help="number of clients that are slowed down (default: 0)")
     parser.add_argument(
+        "--straggler-ids",
+        type=_id_list,
+        help="comma-separated ids of the stragglers (default: a seeded choice of --stragglers)",
+    )
+    parser.add_argument(
         "--straggler-slowdown", type=float, help="compute slowdown factor of the stragglers (default: 1)"
     )
     parser.add_argument("--slowdown", type=float, help="base compute slowdown of every client (default: 1)")
@@ -215,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-timeout",
         type=float,
         help="seconds of silence before a peer counts as gone (default: 10)",
+    )
+    parser.add_argument("--upload-rate", help="every client's upload cap, tc units such as 2mbit")
+    parser.add_argument("--download-rate", help="every client's download cap, tc units such as 10mbit")
+    parser.add_argument("--straggler-upload-rate", help="the stragglers' upload cap (default: --upload-rate)")
+    parser.add_argument(
+        "--straggler-download-rate", help="the stragglers' download cap (default: --download-rate)"
+    )
+    parser.add_argument(
+        "--shape",
+        choices=("tc", "app"),
+        help="apply caps with Linux tc in network namespaces (root) or in the transport (default: app)",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the run directory")
     add_flags(parser, RunConfig, title="federation")
@@ -225,8 +309,14 @@ _LAUNCH_KEYS = (
     "run_dir",
     "host",
     "stragglers",
+    "straggler_ids",
     "straggler_slowdown",
     "slowdown",
+    "upload_rate",
+    "download_rate",
+    "straggler_upload_rate",
+    "straggler_download_rate",
+    "shape",
     "heartbeat_timeout",
     "quiet",
 )
@@ -239,10 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [k for k in unknown_keys(base, RunConfig) if k not in _LAUNCH_KEYS]
         if unknown:
             raise ConfigError(f"unknown keys in {args.config}: {', '.join(unknown)}")
-        config = config_from_flags(RunConfig, args, base)
+        config = run_config(args, base)
         opts = {k: base[k] for k in _LAUNCH_KEYS if k in base}
         opts.update({k: getattr(args, k) for k in _LAUNCH_KEYS if getattr(args, k) not in (None, False)})
         run_dir = Path(opts.pop("run_dir", None) or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        if isinstance(opts.get("straggler_ids"), list):
+            opts["straggler_ids"] = tuple(opts["straggler_ids"])
         options = LaunchOptions(run_dir=run_dir, **opts)
         summary = asyncio.run(launch(config, options))
     except ClipflError as exc:

@@ -28,8 +28,8 @@ import torch
 from clipfl import logs
 from clipfl.aio import task_group
 from clipfl.collect import Collector, PlainCollector
-from clipfl.config import RunConfig, add_flags, config_from_flags, load_toml
-from clipfl.data import load_dataset, to_tensors
+from clipfl.config import RunConfig, add_flags, load_toml, run_config
+from clipfl.data import load_dataset, subsample, to_tensors
 from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
 from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, Welcome
 from clipfl.models import build_model
@@ -87,7 +87,8 @@ class Server:
         self.model = build_model(config.model_name, self.dataset)
         self.spec = ParamSpec.of(self.model)
         self.weights = self.spec.flatten(state_of(self.model))
-        self._test = to_tensors(self.dataset.test)
+        test_idx = subsample(np.arange(len(self.dataset.test)), config.max_test_samples, seed=config.seed)
+        self._test = to_tensors(self.dataset.test, test_idx)
         self.sessions: dict[int, ClientSession] = {}
         self._peers: dict[bytes, int] = {}
         self._enough_clients = asyncio.Event()
@@ -301,6 +302,10 @@ class Server:
 
     def summary(self, total_seconds: float) -> dict[str, Any]:
         accs = [r.test_accuracy for r in self.records]
+        target = self.config.target_accuracy
+        reached = [
+            r.elapsed_seconds for r in self.records if target is not None and r.test_accuracy >= target
+        ]
         return {
             "rounds": len(self.records),
             "total_seconds": total_seconds,
@@ -308,6 +313,8 @@ class Server:
             "best_accuracy": max(accs) if accs else None,
             "mean_round_seconds": float(np.mean([r.round_seconds for r in self.records])) if accs else None,
             "final_loss": self.records[-1].test_loss if accs else None,
+            "target_accuracy": target,
+            "time_to_target_seconds": reached[0] if reached else None,
             "dataset": self.config.dataset,
             "model": self.config.model_name,
             "clients": self.config.clients,
@@ -322,6 +329,8 @@ class Server:
 
     async def run(self) -> dict[str, Any]:
         """Train every round on the bound transport, tell the clients to stop, return the summary."""
+        loss, accuracy = await asyncio.to_thread(self._evaluate)  # also warms torch up before round 1
+        log.info("initial model: accuracy %.4f, loss %.4f", accuracy, loss)
         log.info("listening on %s", self.address)
         self._on_event({"event": "listening", "address": self.address})
         if self.run_dir is not None:
@@ -395,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args)
     try:
         base = load_toml(args.config) if args.config else {}
-        config = config_from_flags(RunConfig, args, base)
+        config = run_config(args, base)
         run_dir = RunDir(args.run_dir) if args.run_dir else None
         torch.set_num_threads(1)
         t0 = time.perf_counter()

@@ -37,6 +37,7 @@ from transports.base import (
     TransportStatistics,
 )
 from transports.liveness import Liveness
+from transports.ratelimit import TokenBucket, tcp_wire_bytes
 
 __all__ = ["HEARTBEAT", "ZmqClientTransport", "ZmqServerTransport"]
 
@@ -196,6 +197,8 @@ class ZmqClientTransport(ClientTransport):
         max_message_bytes: int = 1 << 30,
         identity: bytes | None = None,
         socket_options: dict[int, Any] | None = None,
+        upload_bps: int | None = None,
+        download_bps: int | None = None,
     ) -> None:
         if heartbeat_interval <= 0 or heartbeat_timeout <= heartbeat_interval:
             raise ValueError("need 0 < heartbeat_interval < heartbeat_timeout")
@@ -212,6 +215,10 @@ class ZmqClientTransport(ClientTransport):
         self._liveness: Liveness[str] = Liveness(heartbeat_timeout, self._expire)
         self._counters = _Counters()
         self._lost: ConnectionLost | None = None
+        # --shape app: token buckets with tbf's semantics, charged what tbf would count on the wire.
+        self._upload = TokenBucket(upload_bps) if upload_bps else None
+        self._download = TokenBucket(download_bps) if download_bps else None
+        self._throttling = False
 
     async def connect(self, address: str) -> None:
         sock = self._ctx.socket(zmq.DEALER)
@@ -235,7 +242,10 @@ class ZmqClientTransport(ClientTransport):
             asyncio.create_task(self._beat(), name="zmq-client-heartbeat"),
         ]
 
-    def _expire(self, _: str) -> None:
+    def _expire(self, key: str) -> None:
+        if self._throttling:  # the server is not silent: we are pacing its message ourselves
+            self._liveness.touch(key)
+            return
         self._lose(ConnectionLost(f"server silent for {self._heartbeat_timeout:g} s"))
 
     def _lose(self, error: ConnectionLost) -> None:
@@ -252,8 +262,16 @@ class ZmqClientTransport(ClientTransport):
                 self._liveness.touch("server")
                 if len(parts) == 1 and parts[0].bytes == HEARTBEAT:
                     continue
+                nbytes = _nbytes(parts)
+                if self._download is not None:
+                    self._throttling = True
+                    try:
+                        await self._download.wait_consume(tcp_wire_bytes(nbytes))
+                    finally:
+                        self._throttling = False
+                    self._liveness.touch("server")
                 self._counters.messages_in += 1
-                self._counters.bytes_in += _nbytes(parts)
+                self._counters.bytes_in += nbytes
                 await self._inbox.put([p.buffer for p in parts])
         except zmq.ZMQError as exc:
             self._lose(ConnectionLost(f"socket failed: {exc}"))
@@ -270,8 +288,11 @@ class ZmqClientTransport(ClientTransport):
             raise TransportError("client transport is not connected")
         if self._lost is not None:
             raise self._lost
+        nbytes = _nbytes(frames)
+        if self._upload is not None:
+            await self._upload.wait_consume(tcp_wire_bytes(nbytes))
         self._counters.messages_out += 1
-        self._counters.bytes_out += _nbytes(frames)
+        self._counters.bytes_out += nbytes
         try:
             await self._socket.send_multipart(list(frames), copy=False)
         except zmq.ZMQError as exc:
