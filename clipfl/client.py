@@ -33,11 +33,15 @@ from clipfl.messages import FitIns, FitRes, Receipt, Register, Reject, RoundStar
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, load_state, state_of
 from clipfl.rundir import RunDir
+from clipfl.secagg import MaskedInput, RoundSetup
+from clipfl.secure import SECAGG_MESSAGES, SecureUpload, secagg_config
 from clipfl.training import TrainSettings, fit
 from clipfl.wire import Message, decode, encode
 from transports.base import ClientTransport, ConnectionLost, TransportError
 
 __all__ = ["Client", "RoundTiming", "main"]
+
+SECAGG_TYPES = tuple(SECAGG_MESSAGES.values())
 
 log = logging.getLogger("clipfl.client")
 
@@ -94,6 +98,9 @@ class Client:
         self._timing: RoundTiming | None = None
         self._welcomed = False
         self._warmed_up: asyncio.Task[None] | None = None
+        self._settings: dict[str, Any] = {}
+        self._secure: SecureUpload | None = None
+        self._send_lock = asyncio.Lock()
 
     @property
     def num_samples(self) -> int:
@@ -165,6 +172,7 @@ class Client:
         loop = asyncio.get_running_loop()
         if isinstance(msg, Welcome):
             self._welcomed = True
+            self._settings = dict(msg.settings)
             if self.model is None or msg.settings["model"] != self.model_name:
                 self._build(str(msg.settings["model"]))
                 self._warmed_up = tg.create_task(asyncio.to_thread(self._warm_up), name="warm-up")
@@ -182,11 +190,58 @@ class Client:
             tg.create_task(self._fit_and_upload(msg, timing, transport), name=f"fit-{msg.round}")
         elif isinstance(msg, Receipt):
             self._on_receipt(msg)
+        elif isinstance(msg, SECAGG_TYPES):
+            self._on_secagg(msg, transport, tg)
         elif isinstance(msg, Shutdown):
             log.info("client %d: server says %s", self.config.client_id, msg.reason)
             raise _Finished
         else:
             log.warning("client %d: unexpected %s: dropped", self.config.client_id, type(msg).__name__)
+
+    # --------------------------------------------------------------------- secure aggregation
+
+    def _on_secagg(self, msg: Any, transport: ClientTransport, tg: asyncio.TaskGroup) -> None:
+        if isinstance(msg, RoundSetup):
+            if self._settings.get("secagg", "off") == "off":
+                log.warning(
+                    "client %d: secure aggregation setup, but the run has none: dropped",
+                    self.config.client_id,
+                )
+                return
+            self._secure = SecureUpload(self.config.client_id, msg.round, secagg_config(self._settings))
+        secure = self._secure
+        if secure is None or secure.round != msg.round:
+            log.warning(
+                "client %d: %s for round %d that is not running: dropped",
+                self.config.client_id,
+                type(msg).__name__,
+                msg.round,
+            )
+            return
+        secure.receive(msg)
+        tg.create_task(self._flush_secure(transport))
+
+    async def _flush_secure(self, transport: ClientTransport) -> None:
+        """Send what secure aggregation queued; the masked input starts the upload clock."""
+        secure = self._secure
+        if secure is None:
+            return
+        async with self._send_lock:  # one flush at a time keeps the protocol's messages in order
+            await self._send_queued(secure, transport)
+
+    async def _send_queued(self, secure: SecureUpload, transport: ClientTransport) -> None:
+        for out in secure.data_to_send():
+            frames = encode(out)
+            timing = self._timing
+            if timing is not None and timing.round == out.round:
+                timing.bytes_up += sum(memoryview(f).nbytes for f in frames)
+                if isinstance(out, MaskedInput):
+                    timing.upload_started_at = asyncio.get_running_loop().time()
+            try:
+                await transport.send(frames)
+            except TransportError as exc:
+                log.warning("client %d: secure aggregation message lost: %s", self.config.client_id, exc)
+                return
 
     # ------------------------------------------------------------------------------ training
 
@@ -219,6 +274,12 @@ class Client:
             slowdown=self.config.slowdown,
         )
         timing.upload_started_at = loop.time()
+        if self._secure is not None and self._secure.round == ins.round:
+            assert self.spec is not None
+            flat = self.spec.flatten(delta).astype(np.float64)
+            self._secure.set_update(ins.config, flat, np.ones(1, dtype=bool), self.num_samples)
+            await self._flush_secure(transport)
+            return
         update = FitRes(
             round=ins.round, delta=delta, num_samples=self.num_samples, metrics={"train_loss": result.loss}
         )

@@ -71,6 +71,18 @@ class RunConfig:
         default=120.0, metadata=_opt("seconds a round may last before the server stops waiting")
     )
     secagg: str = field(default="off", metadata=_opt("secure aggregation", choices=SECAGG_MODES))
+    secagg_threshold: int | None = field(
+        default=None, metadata=_opt("shares needed to rebuild a secret (default: a majority of the holders)")
+    )
+    secagg_neighbors: int | None = field(
+        default=None, metadata=_opt("SecAgg+ graph degree k (default: about log2 of the clients)")
+    )
+    clip_range: float = field(
+        default=1.0, metadata=_opt("secure aggregation clips each delta coordinate to [-c, c]")
+    )
+    unmask_timeout: float = field(
+        default=30.0, metadata=_opt("seconds the unmasking stage of secure aggregation may last")
+    )
     mitigation: str = field(default="none", metadata=_opt("straggler mitigation", choices=MITIGATIONS))
     registration_timeout: float = field(
         default=120.0, metadata=_opt("seconds to wait for all clients to register")
@@ -96,7 +108,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "clients", "rounds", "local_epochs", "batch_size")
-        _positive(self, "lr", "alpha", "round_timeout", "registration_timeout")
+        _positive(
+            self, "lr", "alpha", "round_timeout", "registration_timeout", "clip_range", "unmask_timeout"
+        )
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.seed < 0:
@@ -111,11 +125,24 @@ class RunConfig:
         _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "secagg", SECAGG_MODES)
         _choice(self, "mitigation", MITIGATIONS)
+        if self.secagg != "off":
+            from clipfl.secure import secagg_config
+
+            secagg_config(self.secagg_settings())  # ConfigError for an impossible threshold or degree
         if self.mitigation == "fluid" and self.secagg != "off":
             raise ConfigError(
                 "mitigation 'fluid' prunes on the server, which must see each update: "
                 "use it with --secagg off"
             )
+
+    def secagg_settings(self) -> dict[str, Any]:
+        """What clients must know of secure aggregation (announced at registration)."""
+        return {
+            "secagg": self.secagg,
+            "secagg_threshold": self.secagg_threshold,
+            "secagg_neighbors": self.secagg_neighbors,
+            "clip_range": self.clip_range,
+        }
 
     @property
     def model_name(self) -> str:

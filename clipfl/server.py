@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,9 @@ from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, Welc
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, load_state, state_of
 from clipfl.rundir import RunDir
-from clipfl.strategy import ClientInfo, FedAvg, Strategy
+from clipfl.secagg import UpdateLayout
+from clipfl.secure import SecureCollector, codec_settings, secagg_config
+from clipfl.strategy import ClientInfo, FedAvg, FitPlan, Strategy, UpdateSum
 from clipfl.training import evaluate
 from clipfl.wire import Limits, Message, decode, encode
 from transports.base import PeerJoined, PeerLeft, Received, ServerTransport
@@ -63,6 +65,7 @@ class RoundRecord:
     participants: list[int]
     failures: dict[int, str]
     selected: list[int]
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Server:
@@ -106,7 +109,7 @@ class Server:
             if isinstance(event, Received):
                 await self._on_frames(event.peer, event.frames)
             elif isinstance(event, PeerLeft):
-                self._on_peer_left(event.peer, event.reason)
+                await self._on_peer_left(event.peer, event.reason)
             elif isinstance(event, PeerJoined):
                 log.debug("peer %s connected", event.peer.hex())
 
@@ -133,7 +136,7 @@ class Server:
             return
         await self._dispatch(lambda c: c.receive(client_id, msg))
 
-    def _on_peer_left(self, peer: bytes, reason: str) -> None:
+    async def _on_peer_left(self, peer: bytes, reason: str) -> None:
         client_id = self._peers.pop(peer, None)
         if client_id is None:
             return
@@ -142,8 +145,7 @@ class Server:
             session.peer = None
         log.warning("client %d disconnected: %s", client_id, reason)
         if self._collector is not None:
-            self._collector.fail(client_id, f"disconnected ({reason})")
-            self._progress.set()
+            await self._dispatch(lambda c: c.fail(client_id, f"disconnected ({reason})"))
 
     async def _dispatch(self, step: Callable[[Collector], None]) -> None:
         """The chokepoint: apply one step to the round's collector, then flush what it queued."""
@@ -188,8 +190,7 @@ class Server:
             self._peers.pop(old.peer, None)
             self.transport.disconnect(old.peer)
             if self._collector is not None:
-                self._collector.fail(msg.client_id, "reconnected during the round")
-                self._progress.set()
+                await self._dispatch(lambda c: c.fail(msg.client_id, "reconnected during the round"))
         self._peers[peer] = msg.client_id
         info = ClientInfo(msg.client_id, msg.num_samples, tuple(msg.capabilities))
         self.sessions[msg.client_id] = ClientSession(info, peer)
@@ -200,7 +201,7 @@ class Server:
 
     def _settings(self) -> dict[str, Any]:
         c = self.config
-        return {"model": c.model_name, "rounds": c.rounds, "secagg": c.secagg, "mitigation": c.mitigation}
+        return {"model": c.model_name, "rounds": c.rounds, "mitigation": c.mitigation, **c.secagg_settings()}
 
     def connected(self) -> list[ClientInfo]:
         return [s.info for s in self.sessions.values() if s.peer is not None]
@@ -219,29 +220,46 @@ class Server:
                 collector.expire(loop.time())
                 await self._flush(collector)
 
+    def _collector_for(self, rnd: int, plan: FitPlan, weights: dict[int, float]) -> tuple[Collector, FitPlan]:
+        """The round's collector: in the clear, or through secure aggregation."""
+        c = self.config
+        if c.secagg == "off":
+            return PlainCollector(rnd, plan.clients, weights, self.spec), plan
+        max_weight = max(int(weights[i]) for i in plan.clients)
+        config = {**plan.config, **codec_settings(len(plan.clients), max_weight, c.clip_range)}
+        plan = FitPlan(plan.clients, config, plan.deadline_seconds)
+        collector = SecureCollector(
+            rnd,
+            plan.clients,
+            config=secagg_config(c.secagg_settings()),
+            fit_config=config,
+            layout=UpdateLayout(self.spec.size, 1),
+            clock=asyncio.get_running_loop().time,
+            unmask_timeout=c.unmask_timeout,
+        )
+        return collector, plan
+
     async def _run_round(self, rnd: int, started: float) -> RoundRecord:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         clients = self.connected()
         plan = self.strategy.configure_fit(rnd, clients)
         weights = {x.client_id: self.strategy.client_weight(x) for x in clients}
-        collector = PlainCollector(rnd, plan.clients, weights, self.spec)
-        self._collector = collector
-        frames = encode(FitIns(round=rnd, weights=self.spec.unflatten(self.weights), config=plan.config))
-        announce = encode(RoundStart(round=rnd))
-        for client_id in plan.clients:
-            peer = self.sessions[client_id].peer
-            if peer is None:
-                collector.fail(client_id, "disconnected before the round started")
-                continue
-            await self.transport.send(peer, announce)
-            await self.transport.send(peer, frames)
-        try:
-            await self._wait_until_done(collector, t0 + plan.deadline_seconds)
-        finally:
-            self._collector = None
-        update = collector.outcome()
-        self.weights = self.strategy.aggregate_fit(rnd, self.weights, update, collector.failures)
+        failures: dict[int, str] = {}
+        update: UpdateSum | None = None
+        stats: dict[str, float] = {}
+        if self.config.secagg != "off" and len(plan.clients) < 2:
+            failures = dict.fromkeys(plan.clients, "secure aggregation needs at least 2 clients in a round")
+        else:
+            collector, plan = self._collector_for(rnd, plan, weights)
+            self._collector = collector
+            try:
+                await self._start_round(rnd, plan, collector)
+                await self._wait_until_done(collector, t0 + plan.deadline_seconds)
+            finally:
+                self._collector = None
+            update, failures, stats = collector.outcome(), collector.failures, collector.statistics()
+        self.weights = self.strategy.aggregate_fit(rnd, self.weights, update, failures)
         loss, accuracy = await asyncio.to_thread(self._evaluate)
         now = loop.time()
         return RoundRecord(
@@ -251,9 +269,26 @@ class Server:
             test_accuracy=accuracy,
             test_loss=loss,
             participants=list(update.contributors) if update else [],
-            failures=dict(sorted(collector.failures.items())),
+            failures=dict(sorted(failures.items())),
             selected=list(plan.clients),
+            extra={**stats, **(update.metrics if update else {})},
         )
+
+    async def _start_round(self, rnd: int, plan: FitPlan, collector: Collector) -> None:
+        """Announce the round, send what the collector queued (secure aggregation's setup), then the model."""
+        announce = encode(RoundStart(round=rnd))
+        for client_id in plan.clients:
+            peer = self.sessions[client_id].peer
+            if peer is None:
+                collector.fail(client_id, "disconnected before the round started")
+            else:
+                await self.transport.send(peer, announce)
+        await self._flush(collector)
+        frames = encode(FitIns(round=rnd, weights=self.spec.unflatten(self.weights), config=plan.config))
+        for client_id in plan.clients:
+            peer = self.sessions[client_id].peer
+            if peer is not None:
+                await self.transport.send(peer, frames)
 
     def _evaluate(self) -> tuple[float, float]:
         load_state(self.model, self.spec.unflatten(self.weights))
@@ -276,6 +311,7 @@ class Server:
             record = await self._run_round(rnd, started)
             self.records.append(record)
             row = asdict(record)
+            row.update(row.pop("extra"))
             row.update(self.transport_counters())
             if self.run_dir is not None:
                 self.run_dir.append_metrics(row)
