@@ -1,6 +1,7 @@
 """ZeroMQ transport: ROUTER on the server, DEALER on each client, driven by ``zmq.asyncio``.
 
-The only module of clipfl that imports zmq; zmq errors become ``TransportError`` here.
+The only module of clipfl that imports zmq (with ``transports.curve``, its CurveZMQ part); zmq errors
+become ``TransportError`` here.
 
 - Large frames are sent with ``copy=False`` (pyzmq copies frames under its ``copy_threshold``
   itself, where copying is cheaper than tracking).
@@ -11,6 +12,8 @@ The only module of clipfl that imports zmq; zmq errors become ``TransportError``
   allocate an unbounded message, and a bounded number of received messages waiting for the
   application (the reader stops reading when it is reached, so back-pressure reaches the sender).
 - ``ROUTER_HANDOVER`` lets a client that reconnects with the same identity take its place.
+- CurveZMQ (``curve=``, see ``transports.curve``): encrypted connections, and on the server a ZAP
+  handler that admits only allow-listed client keys.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -38,6 +41,9 @@ from transports.base import (
 )
 from transports.liveness import Liveness
 from transports.ratelimit import TokenBucket, tcp_wire_bytes
+
+if TYPE_CHECKING:
+    from transports.curve import CurveClient, CurveGate, CurveServer
 
 __all__ = ["HEARTBEAT", "ZmqClientTransport", "ZmqServerTransport"]
 
@@ -67,8 +73,11 @@ class ZmqServerTransport(ServerTransport):
         high_water_mark: int = 1000,
         max_message_bytes: int = 1 << 30,
         socket_options: dict[int, Any] | None = None,
+        curve: CurveServer | None = None,
     ) -> None:
         self._heartbeat_timeout = heartbeat_timeout
+        self._curve = curve  # CurveZMQ: encrypt, and admit only allow-listed client keys
+        self._gate: CurveGate | None = None
         self._high_water_mark = high_water_mark
         self._max_message_bytes = max_message_bytes
         self._socket_options = socket_options or {}
@@ -90,6 +99,10 @@ class ZmqServerTransport(ServerTransport):
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         for option, value in self._socket_options.items():
             sock.setsockopt(option, value)
+        if self._curve is not None:
+            if self._gate is None:  # the ZAP handler first: without one, libzmq admits any CURVE key
+                self._gate = self._curve.start(self._ctx)
+            self._curve.secure(sock)
         try:
             sock.bind(address)
         except zmq.ZMQError as exc:
@@ -183,6 +196,8 @@ class ZmqServerTransport(ServerTransport):
                 await self._reader
         if self._socket is not None:
             self._socket.close(linger=0)
+        if self._gate is not None:
+            self._gate.stop()
         self._ctx.term()
 
 
@@ -199,6 +214,7 @@ class ZmqClientTransport(ClientTransport):
         socket_options: dict[int, Any] | None = None,
         upload_bps: int | None = None,
         download_bps: int | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         if heartbeat_interval <= 0 or heartbeat_timeout <= heartbeat_interval:
             raise ValueError("need 0 < heartbeat_interval < heartbeat_timeout")
@@ -208,6 +224,7 @@ class ZmqClientTransport(ClientTransport):
         self._max_message_bytes = max_message_bytes
         self._identity = identity
         self._socket_options = socket_options or {}
+        self._curve = curve  # CurveZMQ: the server's public key and this client's key pair
         self._ctx = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -230,6 +247,8 @@ class ZmqClientTransport(ClientTransport):
             sock.setsockopt(zmq.ROUTING_ID, self._identity)
         for option, value in self._socket_options.items():
             sock.setsockopt(option, value)
+        if self._curve is not None:
+            self._curve.secure(sock)
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:
