@@ -400,3 +400,13 @@ def test_unusable_cache_dir_is_a_data_error(tmp_path: Path) -> None:
     src.write_bytes(b"abc")
     with pytest.raises(DataError, match="not usable"):
         cached("d", [src], lambda: {"x": np.zeros(1)}, tmp_path / "file" / "sub")
+
+
+def test_tensors_from_a_mapped_cache_are_writable_copies(tmp_path: Path) -> None:
+    _write_batches(tmp_path / "b", per_batch=8)
+    ds = load_dataset("cifar10", tmp_path / "b", cache_dir=tmp_path / "c")
+    assert isinstance(ds.train.x, np.memmap) and not ds.train.x.flags.writeable
+    x, y = to_tensors(ds.train)
+    x.zero_()
+    y.zero_()  # would fault if the tensors shared the read-only map
+    assert ds.train.x.any() and ds.train.y.any()

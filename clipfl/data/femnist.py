@@ -49,7 +49,7 @@ def _check_split(x: np.ndarray, y: np.ndarray, g: np.ndarray, n_writers: int, wh
 
 def _from_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:  # our handle: closed even on error
             missing = [k for k in _NPZ_KEYS if k not in z.files]
             if missing:
                 raise DataError(f"FEMNIST npz {str(path)!r} lacks {', '.join(missing)}")

@@ -25,16 +25,27 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _accepted(name: str) -> str:
+    from clipfl.data import cifar, femnist, shakespeare
+
+    return {"cifar10": cifar.ACCEPTED, "femnist": femnist.ACCEPTED, "shakespeare": shakespeare.ACCEPTED}[name]
+
+
 def resolve_data_dir(name: str, data_dir: str | Path | None) -> Path:
     """``data_dir`` or ``$CLIPFL_DATA``, descending into ``<name>/`` when that subdirectory exists."""
     raw = data_dir if data_dir is not None else os.environ.get("CLIPFL_DATA")
     if raw is None or str(raw) == "":
-        raise DataError(f"dataset {name!r} needs a data directory: pass --data-dir or set CLIPFL_DATA")
+        raise DataError(
+            f"dataset {name!r} needs a data directory: pass --data-dir or set CLIPFL_DATA "
+            f"(accepted: {_accepted(name)})"
+        )
     root = Path(raw).expanduser()
     if not root.is_dir():
         if root.is_file():
             return root
-        raise DataError(f"data directory {str(root)!r} for {name!r} does not exist")
+        raise DataError(
+            f"data directory {str(root)!r} for {name!r} does not exist; accepted: {_accepted(name)}"
+        )
     sub = root / name
     return sub if sub.is_dir() else root
 

@@ -98,11 +98,13 @@ def to_tensors(split: ArraySplit, indices: np.ndarray | None = None) -> tuple[to
     """
     x = split.x if indices is None else split.x[np.asarray(indices, dtype=np.int64)]
     y = split.y if indices is None else split.y[np.asarray(indices, dtype=np.int64)]
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    # Always copies: the split's arrays may be read-only maps of the cache file, and a tensor sharing
+    # their memory would fault on the first in-place write.
+    yt = torch.from_numpy(np.array(y, dtype=np.int64, order="C", copy=True))
     if split.norm is None:
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64)), yt
+        return torch.from_numpy(np.array(x, dtype=np.int64, order="C", copy=True)), yt
     n = split.norm
-    xt = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32)
+    xt = torch.from_numpy(np.array(x, dtype=np.float32, order="C", copy=True))
     shape = (1, len(n.mean)) + (1,) * (xt.dim() - 2)
     mean = torch.tensor(n.mean, dtype=torch.float32).view(shape)
     std = torch.tensor(n.std, dtype=torch.float32).view(shape)
