@@ -26,16 +26,29 @@ import torch
 
 from clipfl import logs
 from clipfl.aio import task_group
+from clipfl.clip import RoundTiming as ClipTiming
+from clipfl.clip import SubModel
 from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags, load_toml, run_config
 from clipfl.data import load_dataset, make_partition, subsample, to_tensors
 from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
-from clipfl.messages import FitIns, FitRes, Receipt, Register, Reject, RoundStart, Shutdown, Welcome
+from clipfl.messages import (
+    FitIns,
+    FitRes,
+    Receipt,
+    Register,
+    Reject,
+    RoundStart,
+    Shutdown,
+    TimingRelay,
+    Welcome,
+)
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, load_state, state_of
+from clipfl.pruning import PRUNING_MITIGATIONS, ClientPruner
 from clipfl.rundir import RunDir
-from clipfl.secagg import MaskedInput, RoundSetup
+from clipfl.secagg import KeysBroadcast, MaskedInput, RoundSetup
 from clipfl.secure import SECAGG_MESSAGES, SecureUpload, secagg_config
-from clipfl.training import TrainSettings, fit
+from clipfl.training import FitResult, TrainSettings, fit
 from clipfl.wire import Message, decode, encode
 from transports.base import ClientTransport, ConnectionLost, TransportError
 
@@ -58,6 +71,7 @@ class RoundTiming:
     upload_seconds: float | None = None
     bytes_down: int = 0
     bytes_up: int = 0
+    flop_ratio: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,6 +114,7 @@ class Client:
         self._warmed_up: asyncio.Task[None] | None = None
         self._settings: dict[str, Any] = {}
         self._secure: SecureUpload | None = None
+        self._pruner: ClientPruner | None = None
         self._send_lock = asyncio.Lock()
 
     @property
@@ -176,11 +191,20 @@ class Client:
             if self.model is None or msg.settings["model"] != self.model_name:
                 self._build(str(msg.settings["model"]))
                 self._warmed_up = tg.create_task(asyncio.to_thread(self._warm_up), name="warm-up")
+            self._set_up_pruning(self._settings)
             log.info("client %d registered", self.config.client_id)
         elif isinstance(msg, Reject):
             raise ConfigError(f"the server refused this client: {msg.reason}")
         elif isinstance(msg, RoundStart):
             self._timing = RoundTiming(msg.round, loop.time())
+            if self._pruner is not None and self._settings.get("secagg", "off") == "off":
+                report = self._pruner.report(msg.round)
+                if report is not None:
+                    relay = TimingRelay(round=msg.round, sender=self.config.client_id, payload=report)
+                    tg.create_task(self._send(transport, encode(relay)))
+        elif isinstance(msg, TimingRelay):
+            if self._pruner is not None:
+                self._pruner.receive_report(msg.sender, msg.payload)
         elif isinstance(msg, FitIns):
             timing = self._timing
             if timing is None or timing.round != msg.round:
@@ -219,7 +243,20 @@ class Client:
             )
             return
         secure.receive(msg)
+        if self._pruner is not None:
+            for private in secure.received_private():
+                self._pruner.receive_report(private.sender, private.payload)
+            if isinstance(msg, KeysBroadcast):
+                report = self._pruner.report(msg.round)
+                if report is not None:
+                    secure.client.send_private_to_all(report)
         tg.create_task(self._flush_secure(transport))
+
+    async def _send(self, transport: ClientTransport, frames: list[Any]) -> None:
+        try:
+            await transport.send(frames)
+        except TransportError as exc:
+            log.warning("client %d: send failed: %s", self.config.client_id, exc)
 
     async def _flush_secure(self, transport: ClientTransport) -> None:
         """Send what secure aggregation queued; the masked input starts the upload clock."""
@@ -264,7 +301,19 @@ class Client:
             momentum=float(ins.config.get("momentum", 0.0) or 0.0),
         )
         seed = int(ins.config.get("seed", 0) or 0) * 1009 + self.config.client_id
-        result, delta = await asyncio.to_thread(self._train, ins.weights, settings, seed)
+        global_flat = self.spec.flatten(ins.weights)
+        sub: SubModel | None = None
+        if self._pruner is not None:
+            self._pruner.observe_global(global_flat)
+            deadline = ins.config.get("deadline")
+            choice = self._pruner.choose(float(deadline) if deadline else None)
+            timing.extra.update(choice.record())
+            timing.flop_ratio = choice.plan.flop_ratio if choice.selection is not None else 1.0
+            if choice.selection is not None:
+                sub = self._pruner.build(choice.selection, global_flat)
+        result, delta, trained = await asyncio.to_thread(
+            self._train, ins.weights, global_flat, sub, settings, seed
+        )
         overrun = await self._emulate_slowdown(started, result.cpu_seconds)
         timing.fit_seconds = loop.time() - started
         timing.extra.update(
@@ -275,13 +324,15 @@ class Client:
         )
         timing.upload_started_at = loop.time()
         if self._secure is not None and self._secure.round == ins.round:
-            assert self.spec is not None
-            flat = self.spec.flatten(delta).astype(np.float64)
-            self._secure.set_update(ins.config, flat, np.ones(1, dtype=bool), self.num_samples)
+            self._secure.set_update(ins.config, delta.astype(np.float64), trained, self.num_samples)
             await self._flush_secure(transport)
             return
         update = FitRes(
-            round=ins.round, delta=delta, num_samples=self.num_samples, metrics={"train_loss": result.loss}
+            round=ins.round,
+            delta=self.spec.unflatten(delta),
+            num_samples=self.num_samples,
+            metrics={"train_loss": result.loss},
+            trained_units=trained,
         )
         try:
             frames = encode(update)
@@ -291,18 +342,48 @@ class Client:
             log.warning("client %d: upload of round %d failed: %s", self.config.client_id, ins.round, exc)
 
     def _train(
-        self, weights: dict[str, np.ndarray], settings: TrainSettings, seed: int
-    ) -> tuple[Any, dict[str, np.ndarray]]:
-        assert self.model is not None
+        self,
+        weights: dict[str, np.ndarray],
+        global_flat: np.ndarray,
+        sub: SubModel | None,
+        settings: TrainSettings,
+        seed: int,
+    ) -> tuple[FitResult, np.ndarray, np.ndarray]:
+        """Train the full model or the sub-model; return the full-size delta and the trained units."""
+        assert self.model is not None and self.spec is not None
+        if sub is not None:
+            result = fit(sub.module, self.x, self.y, settings, seed=seed)
+            inflated = sub.inflate()
+            return result, inflated.delta, inflated.coverage > 0
         load_state(self.model, weights)
         result = fit(self.model, self.x, self.y, settings, seed=seed)
-        trained = state_of(self.model)
-        return result, {k: trained[k] - np.asarray(weights[k], dtype=np.float32) for k in trained}
+        delta = self.spec.flatten(state_of(self.model)) - global_flat
+        return result, delta, np.ones(self.coverage_size, dtype=bool)
+
+    def _set_up_pruning(self, settings: dict[str, Any]) -> None:
+        mitigation = str(settings.get("mitigation", "none"))
+        if mitigation not in PRUNING_MITIGATIONS:
+            self._pruner = None
+        elif self._pruner is None or self._pruner.mitigation != mitigation:
+            assert self.model is not None
+            self._pruner = ClientPruner(
+                mitigation,
+                self.model,
+                self.dataset.input_shape,
+                seed=self.run_config.seed * 7919 + self.config.client_id,
+                straggler_fraction=float(settings.get("straggler_fraction") or 0.2),
+                min_keep_ratio=float(settings.get("min_keep_ratio") or 0.5),
+            )
+
+    @property
+    def coverage_size(self) -> int:
+        return self._pruner.coverage_size if self._pruner is not None else 1
 
     def _build(self, name: str) -> None:
         self.model_name = name
         self.model = build_model(name, self.dataset)
         self.spec = ParamSpec.of(self.model)
+        self._pruner = None
 
     def _warm_up(self) -> None:
         """One throwaway step on a copy of the model, so torch's one-time set-up is not timed as a fit."""
@@ -345,6 +426,16 @@ class Client:
             "straggler": False,
             **timing.extra,
         }
+        if self._pruner is not None:
+            self._pruner.record(
+                ClipTiming(
+                    round=timing.round,
+                    download_s=timing.download_seconds,
+                    fit_s=timing.fit_seconds,
+                    upload_s=timing.upload_seconds,
+                    flop_ratio=timing.flop_ratio,
+                )
+            )
         self.rounds_done.append(timing.round)
         if self.run_dir is not None:
             self.run_dir.append_client(self.config.client_id, row)

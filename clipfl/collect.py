@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,11 +29,15 @@ log = logging.getLogger(__name__)
 class Collector(abc.ABC):
     """One round's collection of updates."""
 
-    def __init__(self, round: int, clients: Sequence[int]) -> None:
+    def __init__(self, round: int, clients: Sequence[int], clock: Callable[[], float]) -> None:
         self.round = round
         self.expected = frozenset(clients)
         self.failures: dict[int, str] = {}
+        self.arrivals: dict[int, float] = {}
+        """Seconds from the start of the round to each client's upload: what the server can time."""
         self._outbox: list[tuple[int, Message]] = []
+        self._clock = clock
+        self._started = clock()
 
     @abc.abstractmethod
     def receive(self, client_id: int, msg: Message) -> None: ...
@@ -68,6 +73,9 @@ class Collector(abc.ABC):
         out, self._outbox = self._outbox, []
         return out
 
+    def _arrived(self, client_id: int) -> None:
+        self.arrivals[client_id] = self._clock() - self._started
+
     def statistics(self) -> dict[str, float]:
         return {}
 
@@ -76,12 +84,20 @@ class PlainCollector(Collector):
     """Sums the weighted deltas sent in the clear, as they arrive (no update is kept)."""
 
     def __init__(
-        self, round: int, clients: Sequence[int], weights: Mapping[int, float], spec: ParamSpec
+        self,
+        round: int,
+        clients: Sequence[int],
+        weights: Mapping[int, float],
+        spec: ParamSpec,
+        *,
+        coverage_size: int = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(round, clients)
+        super().__init__(round, clients, clock)
         self._weights = dict(weights)
         self._spec = spec
         self._sum = np.zeros(spec.size, dtype=np.float64)
+        self._coverage = np.zeros(coverage_size, dtype=np.float64)
         self._weight_sum = 0.0
         self._received: list[int] = []
         self._losses: list[float] = []
@@ -118,8 +134,17 @@ class PlainCollector(Collector):
         if not np.isfinite(flat).all():
             self.fail(client_id, "update holds NaN or infinite values")
             return
+        if msg.trained_units.shape != self._coverage.shape or not msg.trained_units[-1]:
+            self.fail(
+                client_id,
+                f"coverage has {msg.trained_units.size} entries, this round needs {self._coverage.size} "
+                "ending with the rest slot",
+            )
+            return
+        self._arrived(client_id)
         weight = self._weights[client_id]
         self._sum += weight * flat.astype(np.float64)
+        self._coverage += weight * msg.trained_units
         self._weight_sum += weight
         self._received.append(client_id)
         if "train_loss" in msg.metrics:
@@ -137,4 +162,7 @@ class PlainCollector(Collector):
         if not self._received:
             return None
         metrics = {"train_loss": float(np.mean(self._losses))} if self._losses else {}
-        return UpdateSum(self._sum, self._weight_sum, tuple(sorted(self._received)), metrics=metrics)
+        coverage = self._coverage if self._coverage.size > 1 else None
+        return UpdateSum(
+            self._sum, self._weight_sum, tuple(sorted(self._received)), coverage_sum=coverage, metrics=metrics
+        )

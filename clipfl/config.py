@@ -84,6 +84,18 @@ class RunConfig:
         default=30.0, metadata=_opt("seconds the unmasking stage of secure aggregation may last")
     )
     mitigation: str = field(default="none", metadata=_opt("straggler mitigation", choices=MITIGATIONS))
+    straggler_fraction: float = field(
+        default=0.2,
+        metadata=_opt("fraction f of clients treated as stragglers (deadline = the 1-f quantile)"),
+    )
+    min_keep_ratio: float = field(default=0.5, metadata=_opt("smallest keep ratio a straggler may choose"))
+    aggregation: str = field(
+        default="coverage",
+        metadata=_opt(
+            "average each unit over its trainers, or zero-pad as CLIP published",
+            choices=("coverage", "zero-pad"),
+        ),
+    )
     registration_timeout: float = field(
         default=120.0, metadata=_opt("seconds to wait for all clients to register")
     )
@@ -125,6 +137,11 @@ class RunConfig:
         _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "secagg", SECAGG_MODES)
         _choice(self, "mitigation", MITIGATIONS)
+        _choice(self, "aggregation", ("coverage", "zero-pad"))
+        if not 0 <= self.straggler_fraction < 1:
+            raise ConfigError(f"straggler-fraction must be in [0, 1), got {self.straggler_fraction}")
+        if not 0 < self.min_keep_ratio <= 1:
+            raise ConfigError(f"min-keep-ratio must be in (0, 1], got {self.min_keep_ratio}")
         if self.secagg != "off":
             from clipfl.secure import secagg_config
 

@@ -8,6 +8,7 @@ One round, as the server drives it (rounds count from 1, as in Flower)::
                                           <- RoundStart(round)           tiny: starts the download clock
                                           <- FitIns(round, weights, config)
       (local fit)
+      TimingRelay(round, report)            <->                          CLIP, plain mode (relayed)
       FitRes(round, delta, num_samples)     ->                           plain mode
       SecAgg messages                       <->                          secure mode (clipfl.secagg)
                                           <- Receipt(round)              stops the upload clock
@@ -34,6 +35,7 @@ __all__ = [
     "Reject",
     "RoundStart",
     "Shutdown",
+    "TimingRelay",
     "Welcome",
 ]
 
@@ -119,12 +121,36 @@ class FitRes:
     delta: dict[str, np.ndarray]
     num_samples: int
     metrics: dict[str, float]
+    trained_units: np.ndarray
+    """Coverage (DESIGN section 4): True for each prunable unit this client trained, then the rest slot."""
 
     def __post_init__(self) -> None:
         _positive_round(self.round)
         _float_state(self.delta, "delta")
+        if (
+            self.trained_units.dtype != np.bool_
+            or self.trained_units.ndim != 1
+            or self.trained_units.size < 1
+        ):
+            raise ValueError("trained_units must be a non-empty 1-D bool array")
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+
+@message("timing_relay")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimingRelay:
+    """A CLIP timing report in the clear (``--secagg off`` only), relayed by the server to the round's
+    other clients; under secure aggregation reports travel sealed on the client-to-client channel."""
+
+    round: int
+    sender: int
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        _positive_round(self.round)
+        if len(self.payload) > 4096:
+            raise ValueError(f"timing report of {len(self.payload)} bytes exceeds 4096")
 
 
 @message("receipt")

@@ -109,10 +109,9 @@ class SecureCollector(Collector):
         clock: Callable[[], float],
         unmask_timeout: float,
     ) -> None:
-        super().__init__(round, clients)
+        super().__init__(round, clients, clock)
         self._layout = layout
         self._codec = _codec(fit_config)
-        self._clock = clock
         self._unmask_timeout = unmask_timeout
         self._sa = SecAggServer(round=round, clients=clients, vector_length=layout.size, config=config)
         self._stage_started = clock()
@@ -152,6 +151,7 @@ class SecureCollector(Collector):
             and msg.round == self.round
         ):
             self._receipts.add(client_id)
+            self._arrived(client_id)
             self._outbox.append((client_id, Receipt(round=self.round)))
         self._pump()
 

@@ -27,13 +27,15 @@ import torch
 
 from clipfl import logs
 from clipfl.aio import task_group
+from clipfl.clip import UnitLayout
 from clipfl.collect import Collector, PlainCollector
 from clipfl.config import RunConfig, add_flags, load_toml, run_config
 from clipfl.data import load_dataset, subsample, to_tensors
 from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
-from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, Welcome
+from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, TimingRelay, Welcome
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, load_state, state_of
+from clipfl.pruning import PRUNING_MITIGATIONS
 from clipfl.rundir import RunDir
 from clipfl.secagg import UpdateLayout
 from clipfl.secure import SecureCollector, codec_settings, secagg_config
@@ -82,13 +84,25 @@ class Server:
         self.config = config
         self.transport = transport
         self.run_dir = run_dir
-        self.strategy = strategy or FedAvg(config)
         self.limits = limits or Limits()
         self._on_event = on_event or (lambda _: None)
         self.dataset = load_dataset(config.dataset, config.data_dir)
         torch.manual_seed(config.seed)
         self.model = build_model(config.model_name, self.dataset)
         self.spec = ParamSpec.of(self.model)
+        if config.mitigation == "fluid":
+            raise ConfigError(
+                "mitigation 'fluid' is not implemented yet; use none, deadline, random, ordered, "
+                "clip-compute or clip"
+            )
+        # Clients that prune send one coverage entry per prunable unit plus the rest slot.
+        self.layout = (
+            UnitLayout.of(self.model, self.dataset.input_shape)
+            if config.mitigation in PRUNING_MITIGATIONS
+            else None
+        )
+        self.coverage_size = self.layout.units + 1 if self.layout is not None else 1
+        self.strategy = strategy or FedAvg(config, self.layout)
         self.weights = self.spec.flatten(state_of(self.model))
         test_idx = subsample(np.arange(len(self.dataset.test)), config.max_test_samples, seed=config.seed)
         self._test = to_tensors(self.dataset.test, test_idx)
@@ -134,7 +148,22 @@ class Server:
         if client_id is None:
             self._drop(peer, f"{type(msg).__name__} from a peer that has not registered")
             return
+        if isinstance(msg, TimingRelay):
+            await self._relay_timing(client_id, msg)
+            return
         await self._dispatch(lambda c: c.receive(client_id, msg))
+
+    async def _relay_timing(self, sender: int, msg: TimingRelay) -> None:
+        """Forward a plain-mode timing report to the round's other clients (never under secagg)."""
+        collector = self._collector
+        if self.config.secagg != "off" or collector is None or msg.round != collector.round:
+            self._drop(self.sessions[sender].peer or b"", "timing report outside a plain-mode round")
+            return
+        frames = encode(TimingRelay(round=msg.round, sender=sender, payload=msg.payload))
+        for client_id in sorted(collector.expected - {sender}):
+            peer = self.sessions[client_id].peer
+            if peer is not None:
+                await self.transport.send(peer, frames)
 
     async def _on_peer_left(self, peer: bytes, reason: str) -> None:
         client_id = self._peers.pop(peer, None)
@@ -201,7 +230,14 @@ class Server:
 
     def _settings(self) -> dict[str, Any]:
         c = self.config
-        return {"model": c.model_name, "rounds": c.rounds, "mitigation": c.mitigation, **c.secagg_settings()}
+        return {
+            "model": c.model_name,
+            "rounds": c.rounds,
+            "mitigation": c.mitigation,
+            "straggler_fraction": c.straggler_fraction,
+            "min_keep_ratio": c.min_keep_ratio,
+            **c.secagg_settings(),
+        }
 
     def connected(self) -> list[ClientInfo]:
         return [s.info for s in self.sessions.values() if s.peer is not None]
@@ -223,8 +259,13 @@ class Server:
     def _collector_for(self, rnd: int, plan: FitPlan, weights: dict[int, float]) -> tuple[Collector, FitPlan]:
         """The round's collector: in the clear, or through secure aggregation."""
         c = self.config
+        clock = asyncio.get_running_loop().time
+        collector: Collector
         if c.secagg == "off":
-            return PlainCollector(rnd, plan.clients, weights, self.spec), plan
+            collector = PlainCollector(
+                rnd, plan.clients, weights, self.spec, coverage_size=self.coverage_size, clock=clock
+            )
+            return collector, plan
         max_weight = max(int(weights[i]) for i in plan.clients)
         config = {**plan.config, **codec_settings(len(plan.clients), max_weight, c.clip_range)}
         plan = FitPlan(plan.clients, config, plan.deadline_seconds)
@@ -233,8 +274,8 @@ class Server:
             plan.clients,
             config=secagg_config(c.secagg_settings()),
             fit_config=config,
-            layout=UpdateLayout(self.spec.size, 1),
-            clock=asyncio.get_running_loop().time,
+            layout=UpdateLayout(self.spec.size, self.coverage_size),
+            clock=clock,
             unmask_timeout=c.unmask_timeout,
         )
         return collector, plan
@@ -259,6 +300,8 @@ class Server:
             finally:
                 self._collector = None
             update, failures, stats = collector.outcome(), collector.failures, collector.statistics()
+            self.strategy.record_arrivals(rnd, collector.arrivals, [i for i in plan.clients if i in failures])
+            stats.update(self._coverage_metrics(update))
         self.weights = self.strategy.aggregate_fit(rnd, self.weights, update, failures)
         loss, accuracy = await asyncio.to_thread(self._evaluate)
         now = loop.time()
@@ -273,6 +316,13 @@ class Server:
             selected=list(plan.clients),
             extra={**stats, **(update.metrics if update else {})},
         )
+
+    def _coverage_metrics(self, update: UpdateSum | None) -> dict[str, float]:
+        """What the summed coverage reveals: the weighted mean fraction of units that were trained."""
+        if update is None or update.coverage_sum is None or update.weight_sum <= 0:
+            return {}
+        units = update.coverage_sum[:-1]
+        return {"mean_keep_ratio": float(units.mean() / update.weight_sum)}
 
     async def _start_round(self, rnd: int, plan: FitPlan, collector: Collector) -> None:
         """Announce the round, send what the collector queued (secure aggregation's setup), then the model."""

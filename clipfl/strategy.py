@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clipfl.clip import AggregationMode, UnitLayout, average_update, round_target
 from clipfl.config import RunConfig
 from clipfl.messages import ConfigValue
 
@@ -62,16 +63,45 @@ class Strategy(abc.ABC):
         ``update`` is None when no update survived the round: the model stays as it is.
         """
 
+    def record_arrivals(self, round: int, arrivals: Mapping[int, float], late: Sequence[int]) -> None:
+        """When each client's update arrived (seconds into the round), and who missed the deadline."""
+        return None
+
     def client_weight(self, client: ClientInfo) -> float:
         """The weight w_i of a client's delta in the sum (FedAvg: its number of samples)."""
         return float(client.num_samples)
 
 
-class FedAvg(Strategy):
-    """Federated averaging (McMahan et al., 2017): the sample-weighted mean of the deltas."""
+DEADLINE_SLACK = 0.10
+"""The ``deadline`` strategy waits this fraction longer than the slowest non-straggler took last time."""
 
-    def __init__(self, config: RunConfig) -> None:
+
+class FedAvg(Strategy):
+    """Federated averaging (McMahan et al., 2017): the sample-weighted mean of the deltas.
+
+    With a unit ``layout`` and a coverage sum (clients that pruned), each coordinate is averaged over
+    the clients that trained it (``aggregation="coverage"``), or over everyone (``"zero-pad"``, CLIP
+    as published). With ``mitigation="deadline"`` the round's deadline follows live measurements: the
+    (1 - f) quantile of the clients' last upload times (the slowest non-straggler), plus a margin.
+    """
+
+    def __init__(self, config: RunConfig, layout: UnitLayout | None = None) -> None:
         self.config = config
+        self.layout = layout
+        self._last_arrival: dict[int, float] = {}
+
+    def round_deadline(self) -> float:
+        c = self.config
+        if c.mitigation != "deadline" or len(self._last_arrival) < 2:
+            return c.round_timeout
+        target = round_target(list(self._last_arrival.values()), c.straggler_fraction)
+        return min(c.round_timeout, target * (1 + DEADLINE_SLACK) + 0.05)
+
+    def record_arrivals(self, round: int, arrivals: Mapping[int, float], late: Sequence[int]) -> None:
+        deadline = self.round_deadline()
+        self._last_arrival.update(arrivals)
+        for client_id in late:  # censored: it would have taken at least the deadline
+            self._last_arrival[client_id] = max(deadline, self._last_arrival.get(client_id, 0.0))
 
     def configure_fit(self, round: int, clients: Sequence[ClientInfo]) -> FitPlan:
         c = self.config
@@ -83,12 +113,16 @@ class FedAvg(Strategy):
             "momentum": c.momentum,
             "seed": c.seed * 100_003 + round,
         }
-        return FitPlan(tuple(sorted(x.client_id for x in clients)), settings, c.round_timeout)
+        return FitPlan(tuple(sorted(x.client_id for x in clients)), settings, self.round_deadline())
 
     def aggregate_fit(
         self, round: int, weights: np.ndarray, update: UpdateSum | None, failures: Mapping[int, str]
     ) -> np.ndarray:
         if update is None or update.weight_sum <= 0:
             return weights
-        step = update.delta_sum / update.weight_sum
+        if update.coverage_sum is not None and self.layout is not None:
+            mode: AggregationMode = "zero-pad" if self.config.aggregation == "zero-pad" else "coverage"
+            step = average_update(self.layout, update.delta_sum, update.coverage_sum, mode)
+        else:
+            step = update.delta_sum / update.weight_sum
         return (weights + step).astype(np.float32)

@@ -76,7 +76,15 @@ async def test_garbage_from_a_raw_socket_does_not_disturb_the_round() -> None:
             [b""],
             [msgpack.packb({"v": PROTOCOL_VERSION, "t": "fit_res", "f": {}, "x": []})],
             [msgpack.packb({"v": 7, "t": "register", "f": {}, "x": []})],
-            encode(FitRes(round=1, delta={"w": np.ones(3, np.float32)}, num_samples=1, metrics={})),
+            encode(
+                FitRes(
+                    round=1,
+                    delta={"w": np.ones(3, np.float32)},
+                    num_samples=1,
+                    metrics={},
+                    trained_units=np.ones(1, bool),
+                )
+            ),
             [b"\x00" * 100, b"\xff" * 1000],
         ]
         async with asyncio.timeout(60):
@@ -138,7 +146,11 @@ async def test_bad_updates_fail_their_sender_and_leave_the_sum_to_the_others() -
                 k: np.full((*v.shape[:-1], v.shape[-1] + 1) if v.ndim else (2,), 1e6, np.float32)
                 for k, v in ins.weights.items()
             }
-            await liar.send(encode(FitRes(round=1, delta=wrong, num_samples=50, metrics={})))
+            await liar.send(
+                encode(
+                    FitRes(round=1, delta=wrong, num_samples=50, metrics={}, trained_units=np.ones(1, bool))
+                )
+            )
             summary = await task
         assert summary["rounds"] == 1
         record = server.records[0]

@@ -62,7 +62,17 @@ def test_fit_ins_round_trips(rnd: int, weights: dict[str, np.ndarray], config: d
 
 @given(delta=states, n=st.integers(1, 10**9), loss=st.floats(-1e9, 1e9))
 def test_fit_res_round_trips(delta: dict[str, np.ndarray], n: int, loss: float) -> None:
-    back = decode(encode(FitRes(round=3, delta=delta, num_samples=n, metrics={"train_loss": loss})))
+    back = decode(
+        encode(
+            FitRes(
+                round=3,
+                delta=delta,
+                num_samples=n,
+                metrics={"train_loss": loss},
+                trained_units=np.ones(1, bool),
+            )
+        )
+    )
     assert back.num_samples == n and back.metrics == {"train_loss": loss}
     _same_state(back.delta, delta)
 
@@ -165,9 +175,9 @@ def _fit_res_frames(dtype: str, shape: list[int], data: bytes) -> list[bytes]:
         "v": PROTOCOL_VERSION,
         "t": "fit_res",
         "f": {"round": 1, "num_samples": 5, "metrics": {}},
-        "x": [["delta", "w", dtype, shape]],
+        "x": [["delta", "w", dtype, shape], ["trained_units", None, "bool", [1]]],
     }
-    return [msgpack.packb(env), data]
+    return [msgpack.packb(env), data, b"\x01"]
 
 
 def test_tensor_whose_bytes_do_not_match_its_shape_is_refused() -> None:
@@ -186,7 +196,15 @@ def test_wrong_dtype_for_a_field_is_refused_by_the_message() -> None:
 
 
 def test_size_limits_are_enforced() -> None:
-    frames = encode(FitRes(round=1, delta={"w": np.zeros(1000, np.float32)}, num_samples=1, metrics={}))
+    frames = encode(
+        FitRes(
+            round=1,
+            delta={"w": np.zeros(1000, np.float32)},
+            num_samples=1,
+            metrics={},
+            trained_units=np.ones(1, bool),
+        )
+    )
     with pytest.raises(RemoteProtocolError, match="exceeds the limit"):
         decode(frames, Limits(max_tensor_bytes=1000))
     with pytest.raises(RemoteProtocolError, match="exceeds the limit"):
