@@ -445,7 +445,7 @@ class Client:
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def transport_factory(config: ClientConfig) -> Callable[[], ClientTransport]:
+def transport_factory(config: ClientConfig, curve: Any = None) -> Callable[[], ClientTransport]:
     """ZeroMQ transports for this client, with its bandwidth caps applied as ``--shape`` says.
 
     ``tc`` shapes this process's own network interface once (root, inside a clipfl namespace);
@@ -470,6 +470,7 @@ def transport_factory(config: ClientConfig) -> Callable[[], ClientTransport]:
             heartbeat_timeout=config.heartbeat_timeout,
             upload_bps=link.upload_bps if app else None,
             download_bps=link.download_bps if app else None,
+            curve=curve,
         )
 
     return factory
@@ -482,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and trains until the server ends the run.",
     )
     parser.add_argument("--config", help="TOML file with the same keys as the flags (flags win)")
+    parser.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="CurveZMQ: this client's secret key file (from python -m clipfl.keys client DIR NAME)",
+    )
+    parser.add_argument("--curve-server-key", metavar="FILE", help="CurveZMQ: the server's public key file")
     logs.add_flags(parser)
     add_flags(parser, ClientConfig, title="client")
     add_flags(parser, RunConfig, title="federation (must match the server's)")
@@ -497,7 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_flags(ClientConfig, args, base)
         torch.set_num_threads(config.threads)
         run_dir = RunDir(config.run_dir) if config.run_dir else None
-        factory = transport_factory(config)
+        curve = None
+        if args.curve_secret or args.curve_server_key:
+            if not (args.curve_secret and args.curve_server_key):
+                raise ConfigError("CurveZMQ needs both --curve-secret and --curve-server-key")
+            from transports.curve import CurveClient
+
+            curve = CurveClient.from_files(args.curve_secret, args.curve_server_key)
+        factory = transport_factory(config, curve)
 
         client = Client(run, config, factory, run_dir=run_dir)
         asyncio.run(client.run())

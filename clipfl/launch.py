@@ -48,6 +48,7 @@ class LaunchOptions:
     shape: str = "app"
     quiet: bool = False
     heartbeat_timeout: float = 10.0
+    http: str | None = None
 
     def __post_init__(self) -> None:
         if self.stragglers < 0:
@@ -189,6 +190,7 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
                 str(run_dir),
                 "--heartbeat-timeout",
                 str(options.heartbeat_timeout),
+                *(["--http", options.http] if options.http else []),
                 *flags,
             ],
             logs / "server.log",
@@ -237,6 +239,8 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
                     + (f", shaping {options.shape}" if any(u or d for u, d in links) else "")
                     + ")"
                 )
+            elif kind == "http":
+                say(f"dashboard: {event['url']}")
             elif kind == "start":
                 say(f"all clients registered after {time.perf_counter() - started:.1f} s; training")
             elif kind == "round":
@@ -300,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tc", "app"),
         help="apply caps with Linux tc in network namespaces (root) or in the transport (default: app)",
     )
+    parser.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API and live dashboard there")
     parser.add_argument("--quiet", action="store_true", help="print only the run directory")
     add_flags(parser, RunConfig, title="federation")
     return parser
@@ -319,6 +324,7 @@ _LAUNCH_KEYS = (
     "shape",
     "heartbeat_timeout",
     "quiet",
+    "http",
 )
 
 

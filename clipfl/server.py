@@ -112,6 +112,9 @@ class Server:
         self._progress = asyncio.Event()
         self._collector: Collector | None = None
         self.records: list[RoundRecord] = []
+        self._rows: list[dict[str, Any]] = []
+        self._started_at: float | None = None
+        self._finished = False
         self.address: str | None = None
         self.dropped_messages = 0
 
@@ -356,6 +359,7 @@ class Server:
                 f"{c.registration_timeout:g} s; start the missing clients or lower --clients"
             ) from None
         started = loop.time()
+        self._started_at = time.time()
         self._on_event({"event": "start", "clients": len(self.connected()), "rounds": c.rounds})
         for rnd in range(1, c.rounds + 1):
             record = await self._run_round(rnd, started)
@@ -363,6 +367,8 @@ class Server:
             row = asdict(record)
             row.update(row.pop("extra"))
             row.update(self.transport_counters())
+            row["clients_connected"] = len(self.connected())
+            self._rows.append(row)
             if self.run_dir is not None:
                 self.run_dir.append_metrics(row)
                 self.run_dir.save_checkpoint(rnd, self.spec.unflatten(self.weights), {"config": asdict(c)})
@@ -376,11 +382,51 @@ class Server:
                 len(record.participants),
                 len(record.failures),
             )
+            for key, seconds in row.items():
+                if key.startswith("secagg_") and key.endswith("_seconds") and key != "secagg_setup_seconds":
+                    stage = key.removeprefix("secagg_").removesuffix("_seconds")
+                    self._on_event({"event": "stage", "round": rnd, "stage": stage, "seconds": seconds})
             self._on_event({"event": "round", **row})
         summary = self.summary(loop.time() - started)
+        self._finished = True
         if self.run_dir is not None:
             self.run_dir.write_json("summary.json", summary)
         return summary
+
+    # ------------------------------------------------------------------ operations (read-only)
+
+    def status(self) -> dict[str, Any]:
+        collector = self._collector
+        stage = "registering" if not self._enough_clients.is_set() else "evaluating"
+        if collector is not None:
+            secure = getattr(collector, "stage", None)
+            stage = secure.value.replace("-", "_") if secure is not None else "collecting"
+        elif self._finished:
+            stage = "finished"
+        return {
+            "round": collector.round if collector is not None else len(self.records),
+            "stage": stage,
+            "clients_connected": len(self.connected()),
+            "clients_registered": len(self.sessions),
+            "clients_dropped": len(collector.failures) if collector is not None else 0,
+            "rounds_total": self.config.rounds,
+            "config": {**asdict(self.config), "model": self.config.model_name},
+            "started_at": self._started_at,
+        }
+
+    def rounds(self) -> list[dict[str, Any]]:
+        return list(self._rows)
+
+    def counters(self) -> dict[str, float]:
+        s = self.transport.statistics()
+        return {
+            "rounds_completed": len(self.records),
+            "bytes_in": s.bytes_in,
+            "bytes_out": s.bytes_out,
+            "dropouts_total": sum(len(r.failures) for r in self.records),
+            "clients_connected": len(self.connected()),
+            "dropped_messages": self.dropped_messages,
+        }
 
     def transport_counters(self) -> dict[str, int]:
         s = self.transport.statistics()
@@ -460,6 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", action="store_true", help="print one JSON object per event on stdout (for the launcher)"
     )
     parser.add_argument(
+        "--http", metavar="HOST:PORT", help="serve the HTTP API and live dashboard there (off by default)"
+    )
+    parser.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="CurveZMQ: the server's secret key file (from python -m clipfl.keys server DIR)",
+    )
+    parser.add_argument(
+        "--curve-allow", metavar="DIR", help="CurveZMQ: directory of the client public keys (*.key) allowed in"
+    )
+    parser.add_argument(
         "--heartbeat-timeout",
         type=float,
         default=10.0,
@@ -471,18 +528,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_server(
-    config: RunConfig, bind: str, run_dir: RunDir | None, *, events: bool, heartbeat_timeout: float
+    config: RunConfig,
+    bind: str,
+    run_dir: RunDir | None,
+    *,
+    events: bool,
+    heartbeat_timeout: float,
+    http: str | None = None,
+    curve: Any = None,
 ) -> dict[str, Any]:
+    from clipfl.ops.api import parse_http_address, start_api
+    from clipfl.ops.events import EventBus
     from transports.zmq import ZmqServerTransport
 
+    bus = EventBus()
+
     def emit(event: dict[str, Any]) -> None:
+        bus.publish(event)
         if events:
             print(json.dumps(event, default=str), flush=True)
 
-    transport = ZmqServerTransport(heartbeat_timeout=heartbeat_timeout)
+    transport = ZmqServerTransport(heartbeat_timeout=heartbeat_timeout, curve=curve)
     async with transport:
         server = Server(config, transport, run_dir=run_dir, on_event=emit)
-        return await server.serve(bind)
+        runner = None
+        if http:
+            runner, port = await start_api(server, bus, *parse_http_address(http))
+            host = parse_http_address(http)[0]
+            log.info("HTTP API and dashboard on http://%s:%d/", host, port)
+            emit({"event": "http", "url": f"http://{host}:{port}/"})
+        try:
+            return await server.serve(bind)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            bus.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,9 +574,22 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = RunDir(args.run_dir) if args.run_dir else None
         torch.set_num_threads(1)
         t0 = time.perf_counter()
+        curve = None
+        if args.curve_secret or args.curve_allow:
+            if not (args.curve_secret and args.curve_allow):
+                raise ConfigError("CurveZMQ needs both --curve-secret and --curve-allow")
+            from transports.curve import CurveServer
+
+            curve = CurveServer.from_files(args.curve_secret, args.curve_allow)
         summary = asyncio.run(
             run_server(
-                config, args.bind, run_dir, events=args.events, heartbeat_timeout=args.heartbeat_timeout
+                config,
+                args.bind,
+                run_dir,
+                events=args.events,
+                heartbeat_timeout=args.heartbeat_timeout,
+                http=args.http,
+                curve=curve,
             )
         )
     except ClipflError as exc:
