@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CurveZMQ: the server's secret key file (from python -m clipfl.keys server DIR)",
     )
     parser.add_argument(
-        "--curve-allow", metavar="DIR", help="CurveZMQ: directory of the client public keys (*.key) allowed in"
+        "--curve-allow", metavar="DIR", help="CurveZMQ: directory of the allowed client public keys (*.key)"
     )
     parser.add_argument(
         "--heartbeat-timeout",
