@@ -18,13 +18,17 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RunDir", "atomic_write_bytes", "read_jsonl"]
+from clipfl.errors import ConfigError
+
+__all__ = ["Checkpoint", "RunDir", "atomic_write_bytes", "load_checkpoint", "read_jsonl"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -107,3 +111,53 @@ class RunDir:
         arrays: dict[str, Any] = {f"state/{k}": v for k, v in state.items()}
         np.savez(buffer, __meta__=meta, **arrays)
         atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What ``--resume`` continues from: the model after ``round`` and everything the server kept."""
+
+    round: int
+    state: dict[str, np.ndarray]
+    config: dict[str, Any]
+    strategy: dict[str, Any]
+    metrics_row: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a run directory for ``--resume``; raise ``ConfigError`` (one line) and change nothing."""
+    root = Path(path)
+    config_path, ckpt_path, metrics_path = (
+        root / "config.json",
+        root / "checkpoint.npz",
+        root / "metrics.jsonl",
+    )
+    if not root.is_dir():
+        raise ConfigError(f"--resume {root}: no such directory")
+    if not config_path.is_file() or not ckpt_path.is_file():
+        raise ConfigError(
+            f"--resume {root}: not a clipfl run directory (needs config.json and checkpoint.npz)"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+        with np.load(ckpt_path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["__meta__"]).decode())
+            state = {
+                k.removeprefix("state/"): np.array(data[k]) for k in data.files if k.startswith("state/")
+            }
+        rows = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(
+            f"--resume {root}: damaged run directory ({exc.__class__.__name__}: {exc})"
+        ) from None
+    if not isinstance(config, dict) or not isinstance(meta, dict) or not isinstance(meta.get("round"), int):
+        raise ConfigError(f"--resume {root}: config.json or the checkpoint's metadata is not a clipfl one")
+    return Checkpoint(
+        round=meta["round"],
+        state=state,
+        config=config,
+        strategy=dict(meta.get("strategy") or {}),
+        metrics_row=dict(meta.get("metrics") or {}),
+        rows=[r for r in rows if isinstance(r.get("round"), int) and r["round"] <= meta["round"]],
+    )

@@ -19,7 +19,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, Timi
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, load_state, state_of
 from clipfl.pruning import PRUNING_MITIGATIONS
-from clipfl.rundir import RunDir
+from clipfl.rundir import Checkpoint, RunDir, load_checkpoint
 from clipfl.secagg import UpdateLayout
 from clipfl.secure import SecureCollector, codec_settings, secagg_config
 from clipfl.strategy import ClientInfo, FedAvg, FitPlan, Strategy, UpdateSum
@@ -80,6 +81,7 @@ class Server:
         strategy: Strategy | None = None,
         limits: Limits | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        resume: Checkpoint | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -103,6 +105,8 @@ class Server:
         )
         self.coverage_size = self.layout.units + 1 if self.layout is not None else 1
         self.strategy = strategy or FedAvg(config, self.layout)
+        self.first_round = 1
+        self._elapsed_before = 0.0
         self.weights = self.spec.flatten(state_of(self.model))
         test_idx = subsample(np.arange(len(self.dataset.test)), config.max_test_samples, seed=config.seed)
         self._test = to_tensors(self.dataset.test, test_idx)
@@ -115,6 +119,8 @@ class Server:
         self._rows: list[dict[str, Any]] = []
         self._started_at: float | None = None
         self._finished = False
+        if resume is not None:
+            self._resume_from(resume)
         self.address: str | None = None
         self.dropped_messages = 0
 
@@ -358,10 +364,10 @@ class Server:
                 f"only {len(self.connected())} of {c.clients} clients registered within "
                 f"{c.registration_timeout:g} s; start the missing clients or lower --clients"
             ) from None
-        started = loop.time()
-        self._started_at = time.time()
+        started = loop.time() - self._elapsed_before
+        self._started_at = time.time() - self._elapsed_before
         self._on_event({"event": "start", "clients": len(self.connected()), "rounds": c.rounds})
-        for rnd in range(1, c.rounds + 1):
+        for rnd in range(self.first_round, c.rounds + 1):
             record = await self._run_round(rnd, started)
             self.records.append(record)
             row = asdict(record)
@@ -370,8 +376,10 @@ class Server:
             row["clients_connected"] = len(self.connected())
             self._rows.append(row)
             if self.run_dir is not None:
+                # the checkpoint first, holding the row too: a crash between the two loses nothing
+                extra = {"config": asdict(c), "strategy": self.strategy.state_dict(), "metrics": row}
+                self.run_dir.save_checkpoint(rnd, self.spec.unflatten(self.weights), extra)
                 self.run_dir.append_metrics(row)
-                self.run_dir.save_checkpoint(rnd, self.spec.unflatten(self.weights), {"config": asdict(c)})
             log.info(
                 "round %d/%d: accuracy %.4f, loss %.4f, %.2f s, %d clients, %d dropped",
                 rnd,
@@ -392,6 +400,41 @@ class Server:
         if self.run_dir is not None:
             self.run_dir.write_json("summary.json", summary)
         return summary
+
+    def _resume_from(self, ckpt: Checkpoint) -> None:
+        """Continue after the checkpoint's round: its model, strategy state and metrics so far."""
+        try:
+            self.spec.check(ckpt.state)
+        except ValueError as exc:
+            raise ConfigError(
+                f"--resume: the checkpoint does not fit model {self.config.model_name}: {exc}"
+            ) from None
+        if ckpt.round >= self.config.rounds:
+            raise ConfigError(f"--resume: the run already completed its {ckpt.round} rounds; raise --rounds")
+        self.weights = self.spec.flatten(ckpt.state)
+        self.strategy.load_state_dict(ckpt.strategy)
+        self.first_round = ckpt.round + 1
+        rows = list(ckpt.rows)
+        if ckpt.metrics_row and (not rows or rows[-1]["round"] < ckpt.round):
+            rows.append(ckpt.metrics_row)  # killed between the checkpoint and the metrics line
+            if self.run_dir is not None:
+                self.run_dir.append_metrics(ckpt.metrics_row)
+        self._rows = rows
+        self._elapsed_before = float(rows[-1].get("elapsed_seconds", 0.0)) if rows else 0.0
+        for row in rows:
+            self.records.append(
+                RoundRecord(
+                    round=int(row["round"]),
+                    round_seconds=float(row.get("round_seconds", 0.0)),
+                    elapsed_seconds=float(row.get("elapsed_seconds", 0.0)),
+                    test_accuracy=float(row.get("test_accuracy", 0.0)),
+                    test_loss=float(row.get("test_loss") or 0.0),
+                    participants=list(row.get("participants", [])),
+                    failures={int(k): str(v) for k, v in dict(row.get("failures", {})).items()},
+                    selected=list(row.get("selected", [])),
+                )
+            )
+        log.info("resuming after round %d of %d", ckpt.round, self.config.rounds)
 
     # ------------------------------------------------------------------ operations (read-only)
 
@@ -501,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="ZeroMQ address to bind; port 0 picks a free one (default: tcp://127.0.0.1:7700)",
     )
     parser.add_argument("--run-dir", help="directory for metrics, checkpoints and the summary")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR after its last completed round (its config is reused)",
+    )
     parser.add_argument("--config", help="TOML file with the same keys as the flags (flags win)")
     parser.add_argument(
         "--events", action="store_true", help="print one JSON object per event on stdout (for the launcher)"
@@ -536,6 +584,7 @@ async def run_server(
     heartbeat_timeout: float,
     http: str | None = None,
     curve: Any = None,
+    resume: Checkpoint | None = None,
 ) -> dict[str, Any]:
     from clipfl.ops.api import parse_http_address, start_api
     from clipfl.ops.events import EventBus
@@ -550,7 +599,7 @@ async def run_server(
 
     transport = ZmqServerTransport(heartbeat_timeout=heartbeat_timeout, curve=curve)
     async with transport:
-        server = Server(config, transport, run_dir=run_dir, on_event=emit)
+        server = Server(config, transport, run_dir=run_dir, on_event=emit, resume=resume)
         runner = None
         if http:
             runner, port = await start_api(server, bus, *parse_http_address(http))
@@ -570,6 +619,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args)
     try:
         base = load_toml(args.config) if args.config else {}
+        resume = None
+        if args.resume:
+            if args.run_dir and Path(args.run_dir).resolve() != Path(args.resume).resolve():
+                raise ConfigError(
+                    "--resume continues in its own directory: drop --run-dir or give the same one"
+                )
+            resume = load_checkpoint(args.resume)
+            saved = {k: v for k, v in resume.config.items() if k in {f.name for f in fields(RunConfig)}}
+            base = {**saved, **base}
+            args.run_dir = args.resume
         config = run_config(args, base)
         run_dir = RunDir(args.run_dir) if args.run_dir else None
         torch.set_num_threads(1)
@@ -590,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
                 heartbeat_timeout=args.heartbeat_timeout,
                 http=args.http,
                 curve=curve,
+                resume=resume,
             )
         )
     except ClipflError as exc:

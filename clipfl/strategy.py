@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,14 @@ class Strategy(abc.ABC):
         """When each client's update arrived (seconds into the round), and who missed the deadline."""
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep of this strategy to resume it (JSON values)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()``'s output after ``--resume``."""
+        return None
+
     def client_weight(self, client: ClientInfo) -> float:
         """The weight w_i of a client's delta in the sum (FedAvg: its number of samples)."""
         return float(client.num_samples)
@@ -102,6 +111,12 @@ class FedAvg(Strategy):
         self._last_arrival.update(arrivals)
         for client_id in late:  # censored: it would have taken at least the deadline
             self._last_arrival[client_id] = max(deadline, self._last_arrival.get(client_id, 0.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_arrival": {str(k): v for k, v in self._last_arrival.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._last_arrival = {int(k): float(v) for k, v in dict(state.get("last_arrival", {})).items()}
 
     def configure_fit(self, round: int, clients: Sequence[ClientInfo]) -> FitPlan:
         c = self.config
