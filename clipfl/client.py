@@ -306,7 +306,11 @@ class Client:
         if self._pruner is not None:
             self._pruner.observe_global(global_flat)
             deadline = ins.config.get("deadline")
-            choice = self._pruner.choose(float(deadline) if deadline else None)
+            assigned = ins.config.get("keep_ratio")
+            choice = self._pruner.choose(
+                float(deadline) if deadline else None,
+                float(assigned) if isinstance(assigned, int | float) else None,
+            )
             timing.extra.update(choice.record())
             timing.flop_ratio = choice.plan.flop_ratio if choice.selection is not None else 1.0
             if choice.selection is not None:

@@ -12,7 +12,9 @@ driver calls, in order:
 
 Strategies (``--mitigation``): ``clip`` (network-aware) and ``clip-compute`` (compute-aware) drop
 invariant units; ``random`` (Federated Dropout) and ``ordered`` (FjORD) drop random or trailing
-units with the same keep-ratio rule as ``clip``, so that the comparison is at equal speed-up.
+units with the same keep-ratio rule as ``clip``, so that the comparison is at equal speed-up;
+``fluid`` drops invariant units too, but the server picks the stragglers and their keep ratios from
+the upload times it sees in the clear (so it exists only without secure aggregation).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ __all__ = ["PRUNING_MITIGATIONS", "ClientPruner", "RoundChoice", "decode_report"
 
 log = logging.getLogger(__name__)
 
-PRUNING_MITIGATIONS = frozenset({"random", "ordered", "clip-compute", "clip"})
+PRUNING_MITIGATIONS = frozenset({"random", "ordered", "clip-compute", "clip", "fluid"})
 
 
 def encode_report(report: TimingReport) -> bytes:
@@ -159,9 +161,30 @@ class ClientPruner:
     def plan(self, deadline_s: float | None = None) -> Plan:
         return plan_round(self.config, self.history, list(self.peers.values()), self._flop_ratio, deadline_s)
 
-    def choose(self, deadline_s: float | None = None) -> RoundChoice:
-        """Plan the round and, for a straggler, pick the units to drop."""
-        plan = self.plan(deadline_s)
+    def choose(
+        self, deadline_s: float | None = None, assigned_keep_ratio: float | None = None
+    ) -> RoundChoice:
+        """Plan the round and, for a straggler, pick the units to drop.
+
+        Under ``fluid`` the server chose the keep ratio (``assigned_keep_ratio``); the client only
+        builds the invariant sub-model of that size.
+        """
+        if self.mitigation == "fluid":
+            p = (
+                1.0
+                if assigned_keep_ratio is None
+                else min(1.0, max(self.config.min_keep_ratio, assigned_keep_ratio))
+            )
+            ratio = self._flop_ratio(p) if p < 1.0 else 1.0
+            plan = Plan(
+                straggler=p < 1.0,
+                keep_ratio=p,
+                flop_ratio=ratio,
+                target_s=None,
+                predicted_fit_s=self.history.predict_fit(ratio),
+            )
+        else:
+            plan = self.plan(deadline_s)
         if not plan.straggler or plan.keep_ratio >= 1.0:
             self._dropped = None
             return RoundChoice(plan, None)

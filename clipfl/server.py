@@ -92,11 +92,6 @@ class Server:
         torch.manual_seed(config.seed)
         self.model = build_model(config.model_name, self.dataset)
         self.spec = ParamSpec.of(self.model)
-        if config.mitigation == "fluid":
-            raise ConfigError(
-                "mitigation 'fluid' is not implemented yet; use none, deadline, random, ordered, "
-                "clip-compute or clip"
-            )
         # Clients that prune send one coverage entry per prunable unit plus the rest slot.
         self.layout = (
             UnitLayout.of(self.model, self.dataset.input_shape)
@@ -277,7 +272,7 @@ class Server:
             return collector, plan
         max_weight = max(int(weights[i]) for i in plan.clients)
         config = {**plan.config, **codec_settings(len(plan.clients), max_weight, c.clip_range)}
-        plan = FitPlan(plan.clients, config, plan.deadline_seconds)
+        plan = FitPlan(plan.clients, config, plan.deadline_seconds, plan.per_client)
         collector = SecureCollector(
             rnd,
             plan.clients,
@@ -343,11 +338,18 @@ class Server:
             else:
                 await self.transport.send(peer, announce)
         await self._flush(collector)
-        frames = encode(FitIns(round=rnd, weights=self.spec.unflatten(self.weights), config=plan.config))
+        weights = self.spec.unflatten(self.weights)
+        shared = encode(FitIns(round=rnd, weights=weights, config=plan.config))
         for client_id in plan.clients:
             peer = self.sessions[client_id].peer
-            if peer is not None:
+            if peer is None:
+                continue
+            extra = plan.per_client.get(client_id)
+            if extra:  # same tensor frames, its own envelope
+                frames = encode(FitIns(round=rnd, weights=weights, config={**plan.config, **extra}))
                 await self.transport.send(peer, frames)
+            else:
+                await self.transport.send(peer, shared)
 
     def _evaluate(self) -> tuple[float, float]:
         load_state(self.model, self.spec.unflatten(self.weights))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from clipfl.clip import AggregationMode, UnitLayout, average_update, round_target
+from clipfl.clip import AggregationMode, UnitLayout, average_update, flop_ratio, round_target
 from clipfl.config import RunConfig
 from clipfl.messages import ConfigValue
 
@@ -38,6 +38,8 @@ class FitPlan:
     config: dict[str, ConfigValue]
     deadline_seconds: float
     """How long the server waits for updates before it stops waiting (an asyncio timer)."""
+    per_client: dict[int, dict[str, ConfigValue]] = field(default_factory=dict)
+    """Settings for single clients on top of ``config`` (FLuID's server-chosen keep ratios)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class FedAvg(Strategy):
         self.config = config
         self.layout = layout
         self._last_arrival: dict[int, float] = {}
+        self._full_latency: dict[int, float] = {}  # FLuID: upload time scaled to the full model
+        self._assigned: dict[int, float] = {}  # FLuID: the keep ratio each client was given
 
     def round_deadline(self) -> float:
         c = self.config
@@ -109,14 +113,42 @@ class FedAvg(Strategy):
     def record_arrivals(self, round: int, arrivals: Mapping[int, float], late: Sequence[int]) -> None:
         deadline = self.round_deadline()
         self._last_arrival.update(arrivals)
+        if self.layout is not None:
+            for client_id, seconds in arrivals.items():
+                ratio = flop_ratio(self.layout, self._assigned.get(client_id, 1.0))
+                self._full_latency[client_id] = seconds / ratio
         for client_id in late:  # censored: it would have taken at least the deadline
             self._last_arrival[client_id] = max(deadline, self._last_arrival.get(client_id, 0.0))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_arrival": {str(k): v for k, v in self._last_arrival.items()}}
+        return {
+            "last_arrival": {str(k): v for k, v in self._last_arrival.items()},
+            "full_latency": {str(k): v for k, v in self._full_latency.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._last_arrival = {int(k): float(v) for k, v in dict(state.get("last_arrival", {})).items()}
+        self._full_latency = {int(k): float(v) for k, v in dict(state.get("full_latency", {})).items()}
+
+    def fluid_keep_ratios(self, clients: Sequence[int]) -> dict[int, float]:
+        """FLuID (Wang et al., NeurIPS 2023) decides on the server, from latencies it sees in the clear.
+
+        Clients slower than the (1 - f) quantile of the full-model latencies get the largest keep
+        ratio whose sub-model's FLOP ratio brings them to that target (at least ``min_keep_ratio``).
+        """
+        known = {i: self._full_latency[i] for i in clients if i in self._full_latency}
+        if self.layout is None or len(known) < 2:
+            return {}
+        c = self.config
+        target = round_target(list(known.values()), c.straggler_fraction)
+        grid = [round(1 - k / 100, 2) for k in range(1, 100) if 1 - k / 100 >= c.min_keep_ratio]
+        ratios = {}
+        for client_id, latency in known.items():
+            if latency <= target:
+                continue
+            fits = [p for p in grid if latency * flop_ratio(self.layout, p) <= target]
+            ratios[client_id] = fits[0] if fits else c.min_keep_ratio
+        return ratios
 
     def configure_fit(self, round: int, clients: Sequence[ClientInfo]) -> FitPlan:
         c = self.config
@@ -128,7 +160,13 @@ class FedAvg(Strategy):
             "momentum": c.momentum,
             "seed": c.seed * 100_003 + round,
         }
-        return FitPlan(tuple(sorted(x.client_id for x in clients)), settings, self.round_deadline())
+        ids = tuple(sorted(x.client_id for x in clients))
+        per_client: dict[int, dict[str, ConfigValue]] = {}
+        if c.mitigation == "fluid":
+            ratios = self.fluid_keep_ratios(ids)
+            self._assigned = {i: ratios.get(i, 1.0) for i in ids}
+            per_client = {i: {"keep_ratio": ratios.get(i, 1.0)} for i in ids}
+        return FitPlan(ids, settings, self.round_deadline(), per_client)
 
     def aggregate_fit(
         self, round: int, weights: np.ndarray, update: UpdateSum | None, failures: Mapping[int, str]

@@ -86,3 +86,18 @@ def test_the_deadline_follows_the_slowest_non_straggler_and_remembers_the_late()
     strategy.record_arrivals(2, {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}, late=[4])
     assert strategy.round_deadline() == pytest.approx(first)  # the late client does not pull it down
     assert FedAvg(RunConfig(clients=5)).round_deadline() == RunConfig().round_timeout
+
+
+def test_fluid_gives_only_the_clients_above_the_quantile_a_smaller_model() -> None:
+    from clipfl.clip import UnitLayout, flop_ratio
+
+    layout = UnitLayout.of(_mlp(), (1, 4, 4))
+    strategy = FedAvg(RunConfig(clients=5, mitigation="fluid", min_keep_ratio=0.5), layout)
+    assert strategy.fluid_keep_ratios(range(5)) == {}  # nothing measured yet
+    strategy.record_arrivals(1, {0: 1.0, 1: 1.1, 2: 1.2, 3: 1.3, 4: 2.0}, late=[])
+    ratios = strategy.fluid_keep_ratios(range(5))
+    assert list(ratios) == [4]
+    p = ratios[4]
+    assert 2.0 * flop_ratio(layout, p) <= 1.3 < 2.0 * flop_ratio(layout, round(p + 0.01, 2))
+    plan = strategy.configure_fit(2, [])
+    assert plan.per_client == {}
