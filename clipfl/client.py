@@ -98,7 +98,13 @@ class Client:
         self._factory = transport_factory
         self.dataset = load_dataset(run.dataset, run.data_dir)
         part = make_partition(
-            self.dataset, run.partition, run.clients, seed=run.seed, alpha=run.alpha, pick=run.pick
+            self.dataset,
+            run.partition,
+            run.clients,
+            seed=run.seed,
+            alpha=run.alpha,
+            pick=run.pick,
+            min_samples=run.min_samples,
         )
         mine = subsample(
             part.train[config.client_id], run.max_client_samples, seed=run.seed + config.client_id

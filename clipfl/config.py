@@ -111,6 +111,7 @@ class RunConfig:
             "natural partition: the largest writers/roles or a seeded sample", choices=("largest", "sample")
         ),
     )
+    min_samples: int = field(default=10, metadata=_opt("fewest train samples a client may be given"))
     max_client_samples: int | None = field(
         default=None, metadata=_opt("cap on a client's local samples (a seeded subset)")
     )
@@ -129,6 +130,8 @@ class RunConfig:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigError(f"target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.min_samples < 1:
+            raise ConfigError(f"min-samples must be >= 1, got {self.min_samples}")
         for name in ("max_client_samples", "max_test_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
