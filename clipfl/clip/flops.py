@@ -26,32 +26,12 @@ import torch
 from torch import nn
 
 from clipfl.clip.selection import kept_counts
-from clipfl.clip.units import UnitLayout, tracing_mode
+from clipfl.clip.units import PASSTHROUGH, UnitLayout, tracing_mode
 from clipfl.errors import ConfigError
 
 __all__ = ["flop_ratio", "forward_macs", "layout_macs"]
 
-_FREE: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.Flatten,
-    nn.Embedding,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-)
+_FREE: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, nn.Embedding, *PASSTHROUGH)
 
 
 def forward_macs(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype | None = None) -> int:

@@ -39,7 +39,7 @@ __all__ = ["Axis", "Layer", "LayerKind", "TensorTie", "UnitGroup", "UnitLayout"]
 LayerKind = Literal["conv2d", "linear", "batchnorm", "lstm"]
 
 # Layers that map each channel (or feature) to the same channel: they carry unit identity through.
-_PASSTHROUGH: tuple[type[nn.Module], ...] = (
+PASSTHROUGH: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -56,7 +56,7 @@ _PASSTHROUGH: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d,
 )
-_SEQUENTIAL_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, *_PASSTHROUGH)
+_SEQUENTIAL_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, *PASSTHROUGH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +308,7 @@ def _walk_char_lstm(
 ) -> tuple[tuple[UnitGroup, ...], tuple[Layer, ...]]:
     for name, child in model.named_children():
         if name not in ("embedding", "lstm", "fc") and (
-            not isinstance(child, _PASSTHROUGH) or next(child.parameters(), None) is not None
+            not isinstance(child, PASSTHROUGH) or next(child.parameters(), None) is not None
         ):
             raise ConfigError(f"layer {name} ({type(child).__name__}) is not supported by the CLIP slicer")
     emb, lstm, fc = model.embedding, model.lstm, model.fc

@@ -1,0 +1,445 @@
+"""The benchmark harness: every strategy of a scenario as real federations, side by side, per seed.
+
+    python -m benchmarks.harness --scenario digits-quick
+    python -m benchmarks.harness --scenario paper-cifar10 --quick --seeds 3 --out runs/cifar
+    python -m benchmarks.harness --scenario my.toml --strategies none,clip,ideal --rounds 4
+
+Each run is one ``python -m clipfl.launch`` process (server and clients, on loopback), so the harness
+knows the federation only through the launcher's command line and the run directory it writes; it
+never imports server or client code (DESIGN.md section 1, the benchmarks layer).
+
+Why it runs the way it does:
+
+* **Interleaved per seed, in a rotated order.** Seed 0 runs every strategy, then seed 1 does, and so
+  on, each seed starting one strategy further along. Strategies compared within a seed thus ran
+  minutes apart on the same shared machine, and no strategy is always the first (or last) of a batch;
+  the figures are per-seed ratios, then medians (``benchmarks.report``).
+* **One run at a time.** The emulated slowdowns hold only while the machine can honour every client's
+  emulated fit time (DESIGN.md section 6); two federations at once would break that for both.
+* **The ideal** is the same federation with the stragglers made as fast as the others: no straggler
+  flags at all, mitigation ``none``. ``fluid`` runs with ``--secagg off``: it prunes on the server,
+  which must see each update, so it is the non-private reference.
+* **Shaping** is ``tc`` (namespaces and tbf caps, built by the launcher) when this process is root and
+  may create namespaces, else ``app`` (a token bucket in the client transport); ``--shaping`` forces
+  one. A scenario without link caps passes no shaping flag at all.
+* **Every run is bounded and every process stopped.** The launcher runs in its own process group; on
+  a run's timeout, on Ctrl-C or on SIGTERM it first gets SIGINT (it then stops its clients and tears
+  its network bench down), and after a grace period the whole group gets SIGKILL, followed, under tc,
+  by :func:`transports.tc.cleanup_stale` for whatever a killed bench left behind. A run that timed out
+  or failed is recorded as such and left out of the figures; the report lists it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from benchmarks.report import (
+    IDEAL,
+    RunFigures,
+    RunRecord,
+    figures_rows,
+    load_run,
+    run_figures,
+    summarize,
+    write_report,
+)
+from benchmarks.scenario import SECAGG_MODES, STRATEGIES, Scenario, load_scenario
+from clipfl.errors import ClipflError, ConfigError
+from transports.tc import cleanup_stale, require_root_netns
+
+__all__ = [
+    "ALL_STRATEGIES",
+    "RunOutcome",
+    "RunPlan",
+    "build_parser",
+    "detect_shaping",
+    "launcher_argv",
+    "main",
+    "plan_runs",
+    "run_benchmark",
+    "run_one",
+]
+
+ALL_STRATEGIES = (*STRATEGIES, IDEAL)
+REPO = Path(__file__).resolve().parents[1]
+_STOP_GRACE = 30.0  # seconds for the launcher to stop its clients and tear a tc bench down after SIGINT
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlan:
+    """One launcher run: which strategy, which seed, where it writes, the exact command."""
+
+    index: int  # 1-based position in the whole benchmark
+    seed: int
+    strategy: str
+    run_dir: Path
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    plan: RunPlan
+    status: str  # "ok", "failed" or "timeout"
+    wall_seconds: float
+    message: str = ""
+
+
+def detect_shaping() -> str:
+    """``"tc"`` when this process can build network namespaces, else ``"app"``."""
+    try:
+        require_root_netns()
+    except ConfigError:
+        return "app"
+    return "tc"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def launcher_argv(scenario: Scenario, strategy: str, seed: int, run_dir: Path, shaping: str) -> list[str]:
+    """The ``python -m clipfl.launch`` command of one run."""
+    if strategy not in ALL_STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; known: {', '.join(ALL_STRATEGIES)}")
+    argv = [sys.executable, "-m", "clipfl.launch", "--run-dir", str(run_dir), "--seed", str(seed)]
+    argv += ["--target-accuracy", f"{scenario.target_accuracy:g}"]
+    for key, value in scenario.federation:
+        argv += [_flag(key), str(value)]
+    mitigation = "none" if strategy == IDEAL else strategy
+    secagg = "off" if strategy == "fluid" else scenario.secagg
+    argv += ["--mitigation", mitigation, "--secagg", secagg, "--slowdown", f"{scenario.devices.slowdown:g}"]
+    for key in ("upload_rate", "download_rate"):
+        value = getattr(scenario.devices, key)
+        if value is not None:
+            argv += [_flag(key), value]
+    s = scenario.stragglers
+    if strategy != IDEAL and s.count:
+        if s.ids is not None:
+            argv += ["--straggler-ids", ",".join(map(str, s.ids))]
+        else:
+            argv += ["--stragglers", str(s.count)]
+        if s.slowdown != 1.0:
+            argv += ["--straggler-slowdown", f"{s.slowdown:g}"]
+        for key in ("upload_rate", "download_rate"):
+            value = getattr(s, key)
+            if value is not None:
+                argv += [_flag("straggler_" + key), value]
+    if scenario.has_network_caps:
+        argv += ["--shape", shaping]
+    return argv
+
+
+def plan_runs(scenario: Scenario, strategies: Sequence[str], out_dir: Path, shaping: str) -> list[RunPlan]:
+    """Every run of the benchmark in execution order: seeds in turn, strategies rotated per seed."""
+    plans: list[RunPlan] = []
+    for seed in range(scenario.seeds):
+        shift = seed % len(strategies)
+        for strategy in (*strategies[shift:], *strategies[:shift]):
+            run_dir = out_dir / "runs" / f"seed-{seed}" / strategy
+            plans.append(
+                RunPlan(
+                    index=len(plans) + 1,
+                    seed=seed,
+                    strategy=strategy,
+                    run_dir=run_dir,
+                    argv=tuple(launcher_argv(scenario, strategy, seed, run_dir, shaping)),
+                )
+            )
+    return plans
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+def _open_log(path: Path) -> IO[str]:
+    return open(path, "w", encoding="utf-8")  # closed by the caller's with statement
+
+
+async def run_one(
+    plan: RunPlan, *, time_limit: float, shaping: str, say: Say, stop_grace: float = _STOP_GRACE
+) -> RunOutcome:
+    """Run one launcher process to its end, relaying its round lines; kill it after ``time_limit`` s.
+
+    However it ends (exit, timeout, cancellation), no process of the run is left: see :func:`_stop`.
+    """
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *plan.argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: one signal reaches the clients too
+        env=env,
+    )
+    tail: deque[str] = deque(maxlen=3)
+    status, message = "failed", ""
+    try:
+        with _open_log(plan.run_dir / "launcher.log") as log:
+            async with asyncio.timeout(time_limit):
+                assert proc.stdout is not None
+                while line := await proc.stdout.readline():
+                    text = line.decode(errors="replace").rstrip()
+                    log.write(text + "\n")
+                    log.flush()
+                    tail.append(text)
+                    if text.startswith("round"):
+                        say(f"    {text}")
+                code = await proc.wait()
+        if code == 0:
+            status = "ok"
+        else:
+            message = f"launcher exited with code {code}" + (f": {tail[-1]}" if tail else "")
+    except TimeoutError:
+        status, message = "timeout", f"killed after {time_limit:g} s"
+    finally:
+        if proc.returncode is None:
+            await _stop(proc, shaping, stop_grace)
+    return RunOutcome(plan=plan, status=status, wall_seconds=time.monotonic() - started, message=message)
+
+
+async def _stop(proc: asyncio.subprocess.Process, shaping: str, grace: float) -> None:
+    """SIGINT to the launcher (it stops its own processes and its bench), then SIGKILL to its group.
+
+    The group kill comes either way: it reaches a launcher that did not stop within ``grace`` and any
+    child that outlived its launcher. The group is the one ``run_one`` created for this launcher.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    killed_leader = proc.returncode is None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    if killed_leader and shaping == "tc":
+        await asyncio.to_thread(cleanup_stale)  # the bench of a killed launcher, if it built one
+
+
+# ---------------------------------------------------------------------------------------- benchmark
+
+
+def _figures(scenario: Scenario, record: RunRecord) -> RunFigures:
+    return run_figures(
+        record,
+        target=scenario.target_accuracy,
+        warmup_rounds=scenario.warmup_rounds,
+        stragglers=() if record.strategy == IDEAL else scenario.stragglers.ids,  # the ideal has none
+    )
+
+
+def _describe(outcome: RunOutcome, figures: RunFigures | None) -> str:
+    p = outcome.plan
+    if outcome.status != "ok" or figures is None:
+        return f"[{p.index}] seed {p.seed} {p.strategy}: {outcome.status.upper()} ({outcome.message})"
+    mean = figures.mean_round_seconds
+    return (
+        f"[{p.index}] seed {p.seed} {p.strategy}: done in {outcome.wall_seconds:.0f} s, "
+        f"final accuracy {figures.final_accuracy:.4f}, mean round "
+        + ("-" if mean is None else f"{mean:.2f} s")
+        + (
+            f", {figures.overruns} overruns ({figures.overruns_stragglers} stragglers')"
+            if figures.overruns
+            else ""
+        )
+    )
+
+
+def _results(
+    scenario: Scenario,
+    shaping: str,
+    outcomes: Sequence[RunOutcome],
+    out_dir: Path,
+    *,
+    interrupted: bool,
+) -> tuple[dict[str, Any], list[RunRecord]]:
+    records: list[RunRecord] = []
+    figures: list[RunFigures] = []
+    runs: list[dict[str, Any]] = []
+    for o in outcomes:
+        row: dict[str, Any] = {
+            "seed": o.plan.seed,
+            "strategy": o.plan.strategy,
+            "status": o.status,
+            "message": o.message,
+            "run_dir": str(o.plan.run_dir.relative_to(out_dir)),
+            "wall_seconds": o.wall_seconds,
+        }
+        if o.status == "ok":
+            record = load_run(o.plan.run_dir, strategy=o.plan.strategy, seed=o.plan.seed)
+            fig = _figures(scenario, record)
+            records.append(record)
+            figures.append(fig)
+            row.update(figures_rows([fig])[0])
+        runs.append(row)
+    stragglers = asdict(scenario.stragglers)
+    stragglers["ids"] = None if scenario.stragglers.ids is None else list(scenario.stragglers.ids)
+    results = {
+        "scenario": scenario.name,
+        "quick": scenario.quick,
+        "description": scenario.description,
+        "seeds": sorted({o.plan.seed for o in outcomes}),
+        "shaping": shaping,
+        "network_caps": scenario.has_network_caps,
+        "clients": scenario.clients,
+        "rounds": scenario.rounds,
+        "cpu_count": os.cpu_count(),
+        "target_accuracy": scenario.target_accuracy,
+        "warmup_rounds": scenario.warmup_rounds,
+        "secagg": scenario.secagg,
+        "devices": asdict(scenario.devices),
+        "stragglers": stragglers,
+        "interrupted": interrupted,
+        "strategies": summarize(figures),
+        "runs": runs,
+    }
+    return results, records
+
+
+async def run_benchmark(
+    scenario: Scenario,
+    strategies: Sequence[str],
+    out_dir: Path,
+    *,
+    shaping: str,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Run every planned launcher run in turn; write ``results.json``, plots and ``report.md``.
+
+    Interrupted (cancelled) benchmarks still write their report of the finished runs, then re-raise.
+    """
+    plans = plan_runs(scenario, strategies, out_dir, shaping)
+    say(
+        f"benchmark {scenario.name}{' (quick)' if scenario.quick else ''}: {len(plans)} runs "
+        f"({scenario.seeds} seed(s) x {', '.join(strategies)}), shaping {shaping}, "
+        f"base slowdown {scenario.devices.slowdown:g}x, writing to {out_dir}"
+    )
+    outcomes: list[RunOutcome] = []
+    interrupted = True
+    try:
+        for plan in plans:
+            say(f"[{plan.index}/{len(plans)}] seed {plan.seed} {plan.strategy}: starting")
+            outcome = await run_one(plan, time_limit=scenario.run_timeout, shaping=shaping, say=say)
+            outcomes.append(outcome)
+            figures = None
+            if outcome.status == "ok":
+                record = load_run(plan.run_dir, strategy=plan.strategy, seed=plan.seed)
+                figures = _figures(scenario, record)
+            say(_describe(outcome, figures))
+        interrupted = False
+    finally:
+        results, records = _results(scenario, shaping, outcomes, out_dir, interrupted=interrupted)
+        report = write_report(results, records, out_dir)
+        say(f"report: {report}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.harness",
+        description="Run every straggler-mitigation strategy of a scenario as real federations, seed by "
+        "seed, and write results.json, report.md and plots.",
+    )
+    parser.add_argument("--scenario", required=True, help="a shipped scenario name or a path to a .toml")
+    parser.add_argument("--quick", action="store_true", help="use the scenario's [quick] sizes")
+    parser.add_argument("--seeds", type=int, help="number of seeds, 0 .. N-1 (default: the scenario's)")
+    parser.add_argument(
+        "--strategies",
+        help=f"comma-separated, from {','.join(ALL_STRATEGIES)} (default: the scenario's and ideal)",
+    )
+    parser.add_argument("--rounds", type=int, help="override the number of rounds (smoke tests)")
+    parser.add_argument(
+        "--secagg", choices=SECAGG_MODES, help="override the scenario's secure aggregation (fluid stays off)"
+    )
+    parser.add_argument("--out", help="output directory (default: runs/bench-<scenario>-<time>)")
+    parser.add_argument(
+        "--shaping", choices=("auto", "tc", "app"), default="auto", help="link shaping (default: auto)"
+    )
+    return parser
+
+
+def _strategies(text: str | None, scenario: Scenario) -> list[str]:
+    if text is None:
+        return [*scenario.strategies, IDEAL]
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in ALL_STRATEGIES]
+    if unknown or not names:
+        raise ConfigError(f"--strategies: unknown {unknown or text!r}; known: {', '.join(ALL_STRATEGIES)}")
+    return list(dict.fromkeys(names))
+
+
+def _shaping(choice: str) -> str:
+    if choice == "auto":
+        return detect_shaping()
+    if choice == "tc":
+        require_root_netns()
+    return choice
+
+
+async def _main_async(scenario: Scenario, strategies: list[str], out: Path, shaping: str) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    # Ctrl-C and SIGTERM cancel the benchmark, which stops the running launcher. Handling SIGINT here
+    # also matters when this process was started with SIGINT ignored (a background job, nohup): a
+    # handled signal is reset to its default in the launchers it execs, an ignored one would be kept.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await run_benchmark(
+            scenario, strategies, out, shaping=shaping, say=lambda s: print(s, flush=True)
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        scenario = load_scenario(args.scenario, quick=args.quick)
+        if args.seeds is not None:
+            scenario = scenario.with_seeds(args.seeds)
+        if args.rounds is not None:
+            scenario = scenario.with_rounds(args.rounds)
+        if args.secagg is not None:
+            scenario = dataclasses.replace(scenario, secagg=args.secagg)
+        strategies = _strategies(args.strategies, scenario)
+        shaping = _shaping(args.shaping)
+        out = Path(args.out or Path("runs") / f"bench-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.mkdir(parents=True, exist_ok=True)
+        results = asyncio.run(_main_async(scenario, strategies, out, shaping))
+    except ClipflError as exc:
+        print(f"benchmarks.harness: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(
+            "benchmarks.harness: interrupted; every run stopped, report of the finished runs written",
+            file=sys.stderr,
+        )
+        return 130
+    failed = [r for r in results["runs"] if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
