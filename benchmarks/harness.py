@@ -132,6 +132,8 @@ def launcher_argv(scenario: Scenario, strategy: str, seed: int, run_dir: Path, s
             argv += ["--straggler-ids", ",".join(map(str, s.ids))]
         else:
             argv += ["--stragglers", str(s.count)]
+        if s.network_ids is not None:
+            argv += ["--network-straggler-ids", ",".join(map(str, s.network_ids))]
         if s.slowdown != 1.0:
             argv += ["--straggler-slowdown", f"{s.slowdown:g}"]
         for key in ("upload_rate", "download_rate"):
@@ -240,7 +242,7 @@ def _figures(scenario: Scenario, record: RunRecord) -> RunFigures:
         record,
         target=scenario.target_accuracy,
         warmup_rounds=scenario.warmup_rounds,
-        stragglers=() if record.strategy == IDEAL else scenario.stragglers.ids,  # the ideal has none
+        stragglers=() if record.strategy == IDEAL else scenario.stragglers.all_ids,  # the ideal has none
     )
 
 
@@ -290,6 +292,9 @@ def _results(
         runs.append(row)
     stragglers = asdict(scenario.stragglers)
     stragglers["ids"] = None if scenario.stragglers.ids is None else list(scenario.stragglers.ids)
+    stragglers["network_ids"] = (
+        None if scenario.stragglers.network_ids is None else list(scenario.stragglers.network_ids)
+    )
     results = {
         "scenario": scenario.name,
         "quick": scenario.quick,

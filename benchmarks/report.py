@@ -296,6 +296,11 @@ def render_markdown(results: Mapping[str, Any], plots: Sequence[str] = ()) -> st
                 else " (seeded)"
             )
             + f", compute {multiple:g}x the base ({base * multiple:g}x)"
+            + (
+                f"; link caps on clients {', '.join(map(str, stragglers['network_ids']))}"
+                if stragglers.get("network_ids")
+                else ""
+            )
             + _caps(stragglers)
             if stragglers.get("count")
             else "none"
@@ -467,7 +472,11 @@ def write_report(
             records,
             out,
             target=float(results["target_accuracy"]),
-            explicit_stragglers=stragglers.get("ids"),
+            explicit_stragglers=(
+                sorted(set(stragglers["ids"]) | set(stragglers.get("network_ids") or ()))
+                if stragglers.get("ids")
+                else None
+            ),
         )
         if plots and records
         else []

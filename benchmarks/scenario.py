@@ -112,7 +112,7 @@ _TOP_KEYS = frozenset(
     }
 )
 _DEVICE_KEYS = frozenset({"slowdown", "upload_rate", "download_rate"})
-_STRAGGLER_KEYS = frozenset({"count", "ids", "slowdown", "upload_rate", "download_rate"})
+_STRAGGLER_KEYS = frozenset({"count", "ids", "network_ids", "slowdown", "upload_rate", "download_rate"})
 _DEFAULT_RUN_TIMEOUT = 900.0  # seconds; a paper run at full size ends well inside this
 
 
@@ -134,6 +134,14 @@ class StragglerProfile:
     slowdown: float = 1.0
     upload_rate: str | None = None
     download_rate: str | None = None
+    network_ids: tuple[int, ...] | None = None  # capped clients, if not the slow ones: a mixed fleet
+
+    @property
+    def all_ids(self) -> tuple[int, ...] | None:
+        """Every straggler, slow in compute or in network (None: the launcher's seeded choice)."""
+        if self.ids is None:
+            return None
+        return tuple(sorted(set(self.ids) | set(self.network_ids or ())))
 
     @property
     def has_network(self) -> bool:
@@ -261,6 +269,18 @@ def _federation(r: _Reader) -> tuple[tuple[str, str | int | float], ...]:
     return tuple(r.data.items())
 
 
+def _id_tuple(r: _Reader, key: str, clients: int) -> tuple[int, ...] | None:
+    value = r.data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        r.fail(f"stragglers.{key} must be a list of client ids, got {value!r}")
+    ids = tuple(sorted(value))
+    if len(set(ids)) != len(ids) or (ids and not 0 <= ids[0] <= ids[-1] < clients):
+        r.fail(f"stragglers.{key} must be distinct client ids in 0..{clients - 1}")
+    return ids
+
+
 def _stragglers(r: _Reader, clients: int) -> StragglerProfile:
     ids_value = r.data.get("ids")
     if ids_value is not None and "count" in r.data:
@@ -279,11 +299,17 @@ def _stragglers(r: _Reader, clients: int) -> StragglerProfile:
         count = len(ids)
     else:
         count = r.number("count", 0, minimum=0, integer=True)
+    network_ids = _id_tuple(r, "network_ids", clients)
+    if network_ids is not None and ids is None:
+        r.fail("stragglers.network_ids needs explicit stragglers.ids")
+    if network_ids is not None:
+        count = len(set(ids or ()) | set(network_ids))  # every straggler, slow in compute or in network
     if count >= clients:
         r.fail(f"{count} stragglers of {clients} clients leaves nobody fast to compare with")
     profile = StragglerProfile(
         count=count,
         ids=ids,
+        network_ids=network_ids,
         slowdown=float(r.number("slowdown", 1.0, minimum=1)),
         upload_rate=r.rate("upload_rate"),
         download_rate=r.rate("download_rate"),

@@ -39,6 +39,7 @@ class LaunchOptions:
     host: str = "127.0.0.1"
     stragglers: int = 0
     straggler_ids: tuple[int, ...] | None = None
+    network_straggler_ids: tuple[int, ...] | None = None
     straggler_slowdown: float = 1.0
     slowdown: float = 1.0
     upload_rate: str | None = None
@@ -85,9 +86,21 @@ class LaunchOptions:
             self.slowdown * (self.straggler_slowdown if i in slow else 1.0) for i in range(config.clients)
         ]
 
+    def network_straggler_set(self, config: RunConfig) -> frozenset[int]:
+        """The clients with the stragglers' link caps: ``network_straggler_ids``, else the stragglers.
+
+        Giving both sets emulates a mixed fleet: some clients slow in compute, others in network.
+        """
+        if self.network_straggler_ids is None:
+            return self.straggler_set(config)
+        bad = [i for i in self.network_straggler_ids if not 0 <= i < config.clients]
+        if bad:
+            raise ConfigError(f"network straggler ids {bad} are outside 0..{config.clients - 1}")
+        return frozenset(self.network_straggler_ids)
+
     def links(self, config: RunConfig) -> list[tuple[str | None, str | None]]:
         """Each client's (upload, download) caps as tc rates; None is unlimited."""
-        slow = self.straggler_set(config)
+        slow = self.network_straggler_set(config)
         return [
             (
                 (self.straggler_upload_rate or self.upload_rate) if i in slow else self.upload_rate,
@@ -233,7 +246,7 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
                         argv += ["--upload-rate", up] if up else []
                         argv += ["--download-rate", down] if down else []
                     await procs.start(argv, logs / f"client-{i}.log")
-                n_slow = len(options.straggler_set(config))
+                n_slow = len(options.straggler_set(config) | options.network_straggler_set(config))
                 say(
                     f"server on {event['address']}; {config.clients} clients started ({n_slow} stragglers"
                     + (f", shaping {options.shape}" if any(u or d for u, d in links) else "")
@@ -285,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated ids of the stragglers (default: a seeded choice of --stragglers)",
     )
     parser.add_argument(
+        "--network-straggler-ids",
+        type=_id_list,
+        help="ids that get the stragglers' link caps instead of the stragglers (a mixed fleet)",
+    )
+    parser.add_argument(
         "--straggler-slowdown", type=float, help="compute slowdown factor of the stragglers (default: 1)"
     )
     parser.add_argument("--slowdown", type=float, help="base compute slowdown of every client (default: 1)")
@@ -315,6 +333,7 @@ _LAUNCH_KEYS = (
     "host",
     "stragglers",
     "straggler_ids",
+    "network_straggler_ids",
     "straggler_slowdown",
     "slowdown",
     "upload_rate",
@@ -339,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         opts = {k: base[k] for k in _LAUNCH_KEYS if k in base}
         opts.update({k: getattr(args, k) for k in _LAUNCH_KEYS if getattr(args, k) not in (None, False)})
         run_dir = Path(opts.pop("run_dir", None) or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-        if isinstance(opts.get("straggler_ids"), list):
-            opts["straggler_ids"] = tuple(opts["straggler_ids"])
+        for key in ("straggler_ids", "network_straggler_ids"):
+            if isinstance(opts.get(key), list):
+                opts[key] = tuple(opts[key])
         options = LaunchOptions(run_dir=run_dir, **opts)
         summary = asyncio.run(launch(config, options))
     except ClipflError as exc:

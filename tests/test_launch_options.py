@@ -77,3 +77,17 @@ def test_a_preset_fills_in_and_flags_override() -> None:
     )
     with pytest.raises(ConfigError, match="unknown preset"):
         run_config(parser.parse_args(["--preset", "imagenet"]))
+
+
+def test_a_mixed_fleet_caps_other_clients_than_it_slows() -> None:
+    config = RunConfig(clients=5)
+    options = LaunchOptions(
+        run_dir=Path("x"),
+        straggler_ids=(1,),
+        network_straggler_ids=(3,),
+        slowdown=2,
+        straggler_slowdown=3,
+        straggler_upload_rate="1mbit",
+    )
+    assert options.slowdowns(config) == [2.0, 6.0, 2.0, 2.0, 2.0]
+    assert options.links(config) == [(None, None)] * 3 + [("1mbit", None), (None, None)]

@@ -52,12 +52,13 @@ def test_shipped_scenarios_parse(name: str, quick: bool) -> None:
 def test_paper_scenarios_have_20_clients_4_mixed_stragglers(name: str) -> None:
     s = load_scenario(name)
     assert s.clients == 20 and s.stragglers.count == 4
-    assert s.stragglers.ids is not None and len(s.stragglers.ids) == 4
-    assert s.stragglers.slowdown > 1 and s.stragglers.has_network, "mixed: compute and network"
+    assert s.stragglers.ids == (3, 7) and s.stragglers.network_ids == (11, 15), "mixed: compute and network"
+    assert s.stragglers.all_ids == (3, 7, 11, 15)
+    assert s.stragglers.slowdown > 1 and s.stragglers.has_network
     assert s.secagg != "off"
     quick = load_scenario(name, quick=True)
     assert quick.rounds < s.rounds and quick.seeds == 1
-    assert quick.stragglers.ids is not None and max(quick.stragglers.ids) < quick.clients
+    assert quick.stragglers.all_ids is not None and max(quick.stragglers.all_ids) < quick.clients
 
 
 def test_digits_quick_is_ten_clients_two_stragglers() -> None:
