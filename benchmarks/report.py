@@ -291,7 +291,8 @@ def render_markdown(results: Mapping[str, Any], plots: Sequence[str] = ()) -> st
         + (
             f"{stragglers.get('count', 0)}"
             + (
-                f" (clients {', '.join(map(str, stragglers['ids']))})"
+                f" ({'compute: ' if stragglers.get('network_ids') else ''}"
+                f"clients {', '.join(map(str, stragglers['ids']))})"
                 if stragglers.get("ids")
                 else " (seeded)"
             )

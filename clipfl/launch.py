@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -110,6 +111,13 @@ class LaunchOptions:
         ]
 
 
+def _free_port(host: str) -> int:
+    """A TCP port free on ``host`` now (the OS's choice for port 0)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 def config_flags(config: RunConfig) -> list[str]:
     """The command-line flags that reproduce ``config``."""
     argv: list[str] = []
@@ -191,13 +199,16 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
     procs = _Processes()
     say = (lambda _: None) if options.quiet else (lambda line: print(line, flush=True))
     try:
+        # A free port picked here lets the clients start beside the server instead of after it: they
+        # queue their registration until it binds (ZeroMQ connects lazily), which halves start-up.
+        address = f"tcp://{host}:{_free_port(host)}"
         server = await procs.start(
             [
                 sys.executable,
                 "-m",
                 "clipfl.server",
                 "--bind",
-                f"tcp://{host}:0",
+                address,
                 "--events",
                 "--run-dir",
                 str(run_dir),
@@ -211,41 +222,39 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
         )
         assert server.stdout is not None
         summary: dict[str, Any] | None = None
-        clients_started = False
         started = time.perf_counter()
+        for i in range(config.clients):
+            argv = [
+                sys.executable,
+                "-m",
+                "clipfl.client",
+                "--client-id",
+                str(i),
+                "--server",
+                address,
+                "--run-dir",
+                str(run_dir),
+                "--slowdown",
+                str(slowdowns[i]),
+                "--heartbeat-timeout",
+                str(options.heartbeat_timeout),
+                *flags,
+            ]
+            up, down = links[i]
+            if bench is not None:
+                argv = bench.exec_argv(i, argv)  # the bench's qdiscs carry the caps
+            else:
+                argv += ["--shape", "app"]
+                argv += ["--upload-rate", up] if up else []
+                argv += ["--download-rate", down] if down else []
+            await procs.start(argv, logs / f"client-{i}.log")
         while line := await server.stdout.readline():
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue
             kind = event.get("event")
-            if kind == "listening" and not clients_started:
-                clients_started = True
-                for i in range(config.clients):
-                    argv = [
-                        sys.executable,
-                        "-m",
-                        "clipfl.client",
-                        "--client-id",
-                        str(i),
-                        "--server",
-                        event["address"],
-                        "--run-dir",
-                        str(run_dir),
-                        "--slowdown",
-                        str(slowdowns[i]),
-                        "--heartbeat-timeout",
-                        str(options.heartbeat_timeout),
-                        *flags,
-                    ]
-                    up, down = links[i]
-                    if bench is not None:
-                        argv = bench.exec_argv(i, argv)  # the bench's qdiscs carry the caps
-                    else:
-                        argv += ["--shape", "app"]
-                        argv += ["--upload-rate", up] if up else []
-                        argv += ["--download-rate", down] if down else []
-                    await procs.start(argv, logs / f"client-{i}.log")
+            if kind == "listening":
                 n_slow = len(options.straggler_set(config) | options.network_straggler_set(config))
                 say(
                     f"server on {event['address']}; {config.clients} clients started ({n_slow} stragglers"

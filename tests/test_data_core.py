@@ -194,3 +194,14 @@ def test_partition_stats_and_subsample() -> None:
     assert len(sub) == 5 and set(sub) <= set(idx) and np.array_equal(sub, np.sort(sub))
     assert np.array_equal(sub, subsample(idx, 5, seed=1))
     assert subsample(idx, None, seed=0) is not None and len(subsample(idx, 100, seed=0)) == 20
+
+
+def test_digits_read_from_the_bundled_file_equal_scikit_learns_loader() -> None:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    from clipfl.data.digits import _bundled_digits
+
+    x, y = _bundled_digits()
+    bunch = sk_load_digits()
+    np.testing.assert_array_equal(x, bunch.data)
+    np.testing.assert_array_equal(y, bunch.target)
