@@ -157,8 +157,6 @@ class Client:
             delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)
             await asyncio.sleep(delay)
 
-    _welcomed = False
-
     async def _session(self, transport: ClientTransport) -> None:
         await transport.send(
             encode(
