@@ -34,6 +34,7 @@ from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
 from clipfl.messages import (
     FitIns,
     FitRes,
+    NotRegistered,
     Receipt,
     Register,
     Reject,
@@ -199,6 +200,9 @@ class Client:
             log.info("client %d registered", self.config.client_id)
         elif isinstance(msg, Reject):
             raise ConfigError(f"the server refused this client: {msg.reason}")
+        elif isinstance(msg, NotRegistered):
+            if self._welcomed:  # the server restarted under us: a fresh session registers again
+                raise ConnectionLost(f"the server forgot this client ({msg.reason}); registering again")
         elif isinstance(msg, RoundStart):
             self._timing = RoundTiming(msg.round, loop.time())
             if self._pruner is not None and self._settings.get("secagg", "off") == "off":

@@ -5,6 +5,8 @@ One round, as the server drives it (rounds count from 1, as in Flower)::
     client                                  server
       Register(client_id, num_samples, ...) ->
                                           <- Welcome(run settings)       or Reject(reason)
+                                          <- NotRegistered(reason)       to any connection it does not
+                                                                         know: a restarted server
                                           <- RoundStart(round)           tiny: starts the download clock
                                           <- FitIns(round, weights, config)
       (local fit)
@@ -30,6 +32,7 @@ __all__ = [
     "ConfigValue",
     "FitIns",
     "FitRes",
+    "NotRegistered",
     "Receipt",
     "Register",
     "Reject",
@@ -83,6 +86,14 @@ class Welcome:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reject:
     """The server refuses a registration; ``reason`` says what to change."""
+
+    reason: str
+
+
+@message("not_registered")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotRegistered:
+    """The server does not know this connection (it restarted, or forgot it): register again."""
 
     reason: str
 

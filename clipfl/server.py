@@ -33,7 +33,16 @@ from clipfl.collect import Collector, PlainCollector
 from clipfl.config import RunConfig, add_flags, load_toml, run_config
 from clipfl.data import load_dataset, subsample, to_tensors
 from clipfl.errors import ClipflError, ConfigError, RemoteProtocolError
-from clipfl.messages import FitIns, Register, Reject, RoundStart, Shutdown, TimingRelay, Welcome
+from clipfl.messages import (
+    FitIns,
+    NotRegistered,
+    Register,
+    Reject,
+    RoundStart,
+    Shutdown,
+    TimingRelay,
+    Welcome,
+)
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, load_state, state_of
 from clipfl.pruning import PRUNING_MITIGATIONS
@@ -129,7 +138,17 @@ class Server:
             elif isinstance(event, PeerLeft):
                 await self._on_peer_left(event.peer, event.reason)
             elif isinstance(event, PeerJoined):
-                log.debug("peer %s connected", event.peer.hex())
+                await self._on_peer_joined(event.peer)
+
+    async def _on_peer_joined(self, peer: bytes) -> None:
+        """A connection this server does not know: ask it to register.
+
+        A new client registers anyway (it ignores this until it is welcomed); a client of a server
+        that restarted (``--resume``) would otherwise go on with a round this server never started.
+        """
+        log.debug("peer %s connected", peer.hex())
+        if peer not in self._peers:
+            await self.transport.send(peer, encode(NotRegistered(reason="this server does not know you")))
 
     def _label(self, peer: bytes) -> str:
         cid = self._peers.get(peer)

@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from clipfl.client import Client
 from clipfl.config import ClientConfig, RunConfig
-from clipfl.messages import FitIns, FitRes, Register, RoundStart, Welcome
+from clipfl.messages import FitIns, FitRes, NotRegistered, Register, RoundStart, Welcome
 from clipfl.server import Server
 from clipfl.wire import PROTOCOL_VERSION, decode, encode
 from transports.zmq import HEARTBEAT, ZmqClientTransport, ZmqServerTransport
@@ -57,8 +57,11 @@ class RawPeer:
     async def recv_message(self):
         while True:
             frames = await self.sock.recv_multipart()
-            if frames != [HEARTBEAT]:
-                return decode(frames)
+            if frames == [HEARTBEAT]:
+                continue
+            msg = decode(frames)
+            if not isinstance(msg, NotRegistered):  # every new connection is asked to register first
+                return msg
 
     async def heartbeat(self) -> None:
         await self.sock.send(HEARTBEAT)
