@@ -59,6 +59,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clipfl.procs import ChildProcesses
+
 __all__ = [
     "HttpProbe",
     "ProcSample",
@@ -253,39 +255,9 @@ def _die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class _Children:
-    """Every process the benchmark started; ``stop`` ends them all, gently first."""
-
-    def __init__(self) -> None:
-        self.procs: list[asyncio.subprocess.Process] = []
-
-    async def start(
-        self, argv: Sequence[str], log_path: Path, *, stdout_pipe: bool = False
-    ) -> asyncio.subprocess.Process:
-        with open(log_path, "wb") as log:  # noqa: ASYNC230 - a local file, opened once per child
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if stdout_pipe else log,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                preexec_fn=_die_with_parent,
-            )
-        self.procs.append(proc)
-        return proc
-
-    async def stop(self, grace: float = 10.0) -> None:
-        alive = [p for p in self.procs if p.returncode is None]
-        for p in alive:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in alive:
-            try:
-                await asyncio.wait_for(p.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
+def _children() -> ChildProcesses:
+    """Every process the benchmark starts; each also gets SIGTERM if the harness dies first."""
+    return ChildProcesses(preexec_fn=_die_with_parent)
 
 
 # ------------------------------------------------------------------------------------ the record
@@ -525,7 +497,7 @@ def _worker_argv(
 async def _follow_server(
     opts: ScaleOptions,
     rec: _Record,
-    children: _Children,
+    children: ChildProcesses,
     server: asyncio.subprocess.Process,
     tg: asyncio.TaskGroup,
     stop_polling: asyncio.Event,
@@ -594,7 +566,7 @@ async def _watch_worker(rec: _Record, index: int, proc: asyncio.subprocess.Proce
         raise _WorkerFailed(f"worker {index} exited with code {code}: {_last_line(log_path)}")
 
 
-async def _observe(opts: ScaleOptions, rec: _Record, children: _Children) -> None:
+async def _observe(opts: ScaleOptions, rec: _Record, children: ChildProcesses) -> None:
     server = await children.start(_server_argv(opts), opts.out / "server.log", stdout_pipe=True)
     rec.server_pid = server.pid
     stop_polling = asyncio.Event()
@@ -628,7 +600,7 @@ async def run_scale(opts: ScaleOptions) -> dict[str, Any]:
     for stale in opts.out.glob("worker-*.json"):
         stale.unlink()
     rec = _Record(t0=time.monotonic(), min_samples=samples_per_client(opts))
-    children = _Children()
+    children = _children()
     status, message = "ok", ""
     load_start = os.getloadavg()
     try:
@@ -642,7 +614,7 @@ async def run_scale(opts: ScaleOptions) -> dict[str, Any]:
         status, message = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
         raise
     finally:
-        await children.stop()
+        await children.stop(grace=10.0)
         rec.workers = _worker_results(opts)
         report = _report(opts, rec, status, message, load_start)
         _write(opts, report)

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
-import os
-import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +23,7 @@ import numpy as np
 
 from clipfl.config import RunConfig, add_flags, load_toml, run_config, unknown_keys
 from clipfl.errors import ClipflError, ConfigError
+from clipfl.procs import ChildProcesses
 from transports.tc import parse_rate
 
 __all__ = ["LaunchOptions", "build_parser", "launch", "main"]
@@ -128,43 +125,6 @@ def config_flags(config: RunConfig) -> list[str]:
     return argv
 
 
-class _Processes:
-    """Every process the launcher started; all are stopped on the way out."""
-
-    def __init__(self) -> None:
-        self.procs: list[asyncio.subprocess.Process] = []
-
-    async def start(
-        self, argv: Sequence[str], log_path: Path, *, stdout_pipe: bool = False
-    ) -> asyncio.subprocess.Process:
-        log = open(log_path, "ab")  # noqa: SIM115, ASYNC230 - quick local open; the child keeps its own fd
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdout=asyncio.subprocess.PIPE if stdout_pipe else log,
-                stderr=log,
-                stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        finally:
-            log.close()
-        self.procs.append(proc)
-        return proc
-
-    async def stop(self, grace: float = 5.0) -> None:
-        alive = [p for p in self.procs if p.returncode is None]
-        for p in alive:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in alive:
-            try:
-                await asyncio.wait_for(p.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
-
-
 def _progress_line(event: dict[str, Any], rounds: int) -> str:
     return (
         f"round {event['round']:>3}/{rounds}  accuracy {event['test_accuracy']:.4f}  "
@@ -196,7 +156,7 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
     links = options.links(config)
     flags = config_flags(config)
     host = bench.server_address if bench is not None else options.host
-    procs = _Processes()
+    procs = ChildProcesses()
     say = (lambda _: None) if options.quiet else (lambda line: print(line, flush=True))
     try:
         # A free port picked here lets the clients start beside the server instead of after it: they
