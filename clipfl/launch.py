@@ -16,6 +16,7 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from clipfl.errors import ClipflError, ConfigError
 from clipfl.procs import ChildProcesses
 from transports.tc import parse_rate
 
-__all__ = ["LaunchOptions", "build_parser", "launch", "main"]
+__all__ = ["LaunchOptions", "build_parser", "client_argv", "config_flags", "free_port", "launch", "main"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +109,35 @@ class LaunchOptions:
         ]
 
 
-def _free_port(host: str) -> int:
+def client_argv(
+    client_id: int,
+    server: str,
+    run_dir: Path,
+    *,
+    slowdown: float,
+    heartbeat_timeout: float,
+    flags: Sequence[str],
+) -> list[str]:
+    """The command line of one client process of a local federation."""
+    return [
+        sys.executable,
+        "-m",
+        "clipfl.client",
+        "--client-id",
+        str(client_id),
+        "--server",
+        server,
+        "--run-dir",
+        str(run_dir),
+        "--slowdown",
+        str(slowdown),
+        "--heartbeat-timeout",
+        str(heartbeat_timeout),
+        *flags,
+    ]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` now (the OS's choice for port 0)."""
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -161,7 +190,7 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
     try:
         # A free port picked here lets the clients start beside the server instead of after it: they
         # queue their registration until it binds (ZeroMQ connects lazily), which halves start-up.
-        address = f"tcp://{host}:{_free_port(host)}"
+        address = f"tcp://{host}:{free_port(host)}"
         server = await procs.start(
             [
                 sys.executable,
@@ -184,22 +213,14 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
         summary: dict[str, Any] | None = None
         started = time.perf_counter()
         for i in range(config.clients):
-            argv = [
-                sys.executable,
-                "-m",
-                "clipfl.client",
-                "--client-id",
-                str(i),
-                "--server",
+            argv = client_argv(
+                i,
                 address,
-                "--run-dir",
-                str(run_dir),
-                "--slowdown",
-                str(slowdowns[i]),
-                "--heartbeat-timeout",
-                str(options.heartbeat_timeout),
-                *flags,
-            ]
+                run_dir,
+                slowdown=slowdowns[i],
+                heartbeat_timeout=options.heartbeat_timeout,
+                flags=flags,
+            )
             up, down = links[i]
             if bench is not None:
                 argv = bench.exec_argv(i, argv)  # the bench's qdiscs carry the caps

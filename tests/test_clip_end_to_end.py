@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from clipfl.launch import free_port
 from clipfl.rundir import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,7 @@ def test_the_straggler_prunes_from_the_third_round_and_accuracy_holds(tmp_path: 
 
 
 def test_the_http_api_serves_while_the_federation_runs(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> tuple[dict, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -121,11 +122,3 @@ def test_the_http_api_serves_while_the_federation_runs(tmp_path: Path) -> None:
     status, metrics = asyncio.run(scenario())
     assert status["clients_connected"] == 3 and status["rounds_total"] == 200
     assert any(line.startswith("clipfl_rounds_completed_total ") for line in metrics.splitlines())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

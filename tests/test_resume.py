@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipfl.launch import client_argv, free_port
 from clipfl.rundir import read_jsonl
 
 FED = ["--clients", "3", "--rounds", "6", "--dataset", "digits", "--secagg", "secagg+", "--seed", "5"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server(run_dir: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -48,27 +42,14 @@ def _server(run_dir: Path, address: str, *extra: str) -> subprocess.Popen[bytes]
 def test_sigkill_mid_round_then_resume_keeps_every_completed_round(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    address = f"tcp://127.0.0.1:{_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     server = _server(run_dir, address, "--run-dir", str(run_dir), *FED)
     clients = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "clipfl.client",
-                "--client-id",
-                str(i),
-                "--server",
-                address,
-                "--run-dir",
-                str(run_dir),
-                "--slowdown",
-                "25",
-                "--heartbeat-timeout",
-                "2",
+                *client_argv(i, address, run_dir, slowdown=25, heartbeat_timeout=2, flags=FED),
                 "--connect-timeout",
                 "90",
-                *FED,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from clipfl.config import RunConfig
-from clipfl.launch import config_flags
+from clipfl.launch import client_argv, config_flags
 from clipfl.rundir import RunDir, read_jsonl
 from clipfl.secagg import Stage
 from clipfl.secure import SecureCollector
@@ -26,22 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 async def _start_client(config: RunConfig, address: str, run_dir: Path, i: int, slowdown: float):
-    argv = [
-        sys.executable,
-        "-m",
-        "clipfl.client",
-        "--client-id",
-        str(i),
-        "--server",
-        address,
-        "--run-dir",
-        str(run_dir),
-        "--heartbeat-timeout",
-        "2",
-        "--slowdown",
-        str(slowdown),
-        *config_flags(config),
-    ]
+    argv = client_argv(
+        i, address, run_dir, slowdown=slowdown, heartbeat_timeout=2, flags=config_flags(config)
+    )
     log = open(run_dir / f"client-{i}.log", "wb")  # noqa: SIM115, ASYNC230 - the child holds it
     return await asyncio.create_subprocess_exec(
         *argv, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
