@@ -51,7 +51,7 @@ from clipfl.secagg import KeysBroadcast, MaskedInput, RoundSetup
 from clipfl.secure import SECAGG_MESSAGES, SecureUpload, secagg_config
 from clipfl.training import FitResult, TrainSettings, fit
 from clipfl.wire import Message, decode, encode
-from transports.base import ClientTransport, ConnectionLost, TransportError
+from transports.base import ClientTransport, ConnectionLost, TransportError, frames_nbytes
 
 __all__ = ["Client", "RoundTiming", "main"]
 
@@ -176,7 +176,7 @@ class Client:
                         frames = await transport.recv()
                 except TimeoutError:
                     raise ConnectionLost("no answer to the registration") from None
-                nbytes = sum(memoryview(f).nbytes for f in frames)
+                nbytes = frames_nbytes(frames)
                 try:
                     msg = decode(frames)
                 except RemoteProtocolError as exc:
@@ -209,7 +209,7 @@ class Client:
                 report = self._pruner.report(msg.round)
                 if report is not None:
                     relay = TimingRelay(round=msg.round, sender=self.config.client_id, payload=report)
-                    tg.create_task(self._send(transport, encode(relay)))
+                    tg.create_task(self._send(transport, encode(relay), "timing report"))
         elif isinstance(msg, TimingRelay):
             if self._pruner is not None:
                 self._pruner.receive_report(msg.sender, msg.payload)
@@ -260,11 +260,14 @@ class Client:
                     secure.client.send_private_to_all(report)
         tg.create_task(self._flush_secure(transport))
 
-    async def _send(self, transport: ClientTransport, frames: list[Any]) -> None:
+    async def _send(self, transport: ClientTransport, frames: list[Any], what: str) -> bool:
+        """Send ``frames``; a failure is logged, and the message loop notices the lost connection."""
         try:
             await transport.send(frames)
         except TransportError as exc:
-            log.warning("client %d: send failed: %s", self.config.client_id, exc)
+            log.warning("client %d: %s lost: %s", self.config.client_id, what, exc)
+            return False
+        return True
 
     async def _flush_secure(self, transport: ClientTransport) -> None:
         """Send what secure aggregation queued; the masked input starts the upload clock."""
@@ -279,13 +282,10 @@ class Client:
             frames = encode(out)
             timing = self._timing
             if timing is not None and timing.round == out.round:
-                timing.bytes_up += sum(memoryview(f).nbytes for f in frames)
+                timing.bytes_up += frames_nbytes(frames)
                 if isinstance(out, MaskedInput):
                     timing.upload_started_at = asyncio.get_running_loop().time()
-            try:
-                await transport.send(frames)
-            except TransportError as exc:
-                log.warning("client %d: secure aggregation message lost: %s", self.config.client_id, exc)
+            if not await self._send(transport, frames, "secure aggregation message"):
                 return
 
     # ------------------------------------------------------------------------------ training
@@ -346,12 +346,9 @@ class Client:
             metrics={"train_loss": result.loss},
             trained_units=trained,
         )
-        try:
-            frames = encode(update)
-            timing.bytes_up += sum(memoryview(f).nbytes for f in frames)
-            await transport.send(frames)
-        except TransportError as exc:  # the message loop notices the lost connection and reconnects
-            log.warning("client %d: upload of round %d failed: %s", self.config.client_id, ins.round, exc)
+        frames = encode(update)
+        timing.bytes_up += frames_nbytes(frames)
+        await self._send(transport, frames, f"upload of round {ins.round}")
 
     def _train(
         self,

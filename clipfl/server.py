@@ -482,14 +482,11 @@ class Server:
         return list(self._rows)
 
     def counters(self) -> dict[str, float]:
-        s = self.transport.statistics()
         return {
             "rounds_completed": len(self.records),
-            "bytes_in": s.bytes_in,
-            "bytes_out": s.bytes_out,
             "dropouts_total": sum(len(r.failures) for r in self.records),
             "clients_connected": len(self.connected()),
-            "dropped_messages": self.dropped_messages,
+            **self.transport_counters(),
         }
 
     def transport_counters(self) -> dict[str, int]:

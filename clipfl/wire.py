@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 
 from clipfl.errors import LocalProtocolError, RemoteProtocolError
+from transports.base import frames_nbytes
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -246,7 +247,7 @@ def decode(frames: Sequence[Frame], limits: Limits = Limits()) -> Message:
         _fail("empty message")
     if len(frames) > limits.max_frames:
         _fail(f"{len(frames)} frames exceed the limit of {limits.max_frames}")
-    total = sum(memoryview(f).nbytes for f in frames)
+    total = frames_nbytes(frames)
     if total > limits.max_total_bytes:
         _fail(f"message of {total} bytes exceeds the limit of {limits.max_total_bytes}")
     head = bytes(frames[0])

@@ -17,7 +17,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 __all__ = [
     "ClientTransport",
@@ -30,10 +30,17 @@ __all__ = [
     "ServerTransport",
     "TransportError",
     "TransportStatistics",
+    "frames_nbytes",
 ]
 
 Frame = bytes | memoryview
 """One frame of a multipart message. Received frames support the buffer protocol."""
+
+
+def frames_nbytes(frames: Sequence[Any]) -> int:
+    """The payload size of a multipart message (any objects with the buffer protocol, zmq frames
+    included): what the byte counters and the rate limits count."""
+    return sum(memoryview(f).nbytes for f in frames)
 
 
 class TransportError(Exception):

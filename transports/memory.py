@@ -22,6 +22,7 @@ from transports.base import (
     ServerTransport,
     TransportError,
     TransportStatistics,
+    frames_nbytes,
 )
 
 __all__ = ["MemoryClientTransport", "MemoryHub", "MemoryServerTransport"]
@@ -69,7 +70,7 @@ class MemoryServerTransport(ServerTransport):
             self._clients[client.peer] = client
             await self._events.put(PeerJoined(client.peer))
         self._counters[0] += 1
-        self._counters[2] += sum(len(f) for f in frames)
+        self._counters[2] += frames_nbytes(frames)
         await self._events.put(Received(client.peer, frames))
 
     async def _leave(self, client: MemoryClientTransport) -> None:
@@ -85,7 +86,7 @@ class MemoryServerTransport(ServerTransport):
             return
         copied = _copy(frames)
         self._counters[1] += 1
-        self._counters[3] += sum(len(f) for f in copied)
+        self._counters[3] += frames_nbytes(copied)
         await client._inbox.put(copied)
 
     def disconnect(self, peer: bytes) -> None:
@@ -122,7 +123,7 @@ class MemoryClientTransport(ClientTransport):
             raise ConnectionLost("not connected")
         copied = _copy(frames)
         self._counters[1] += 1
-        self._counters[3] += sum(len(f) for f in copied)
+        self._counters[3] += frames_nbytes(copied)
         await self._server._arrive(self, copied)
 
     async def recv(self) -> list[Frame]:
@@ -130,7 +131,7 @@ class MemoryClientTransport(ClientTransport):
         if isinstance(item, ConnectionLost):
             raise item
         self._counters[0] += 1
-        self._counters[2] += sum(len(f) for f in item)
+        self._counters[2] += frames_nbytes(item)
         return item
 
     def statistics(self) -> TransportStatistics:

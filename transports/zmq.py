@@ -38,6 +38,7 @@ from transports.base import (
     ServerTransport,
     TransportError,
     TransportStatistics,
+    frames_nbytes,
 )
 from transports.liveness import Liveness
 from transports.ratelimit import TokenBucket, tcp_wire_bytes
@@ -50,10 +51,6 @@ __all__ = ["HEARTBEAT", "ZmqClientTransport", "ZmqServerTransport"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT = b"\x00clipfl-heartbeat"
-
-
-def _nbytes(frames: Sequence[Any]) -> int:
-    return sum(memoryview(f).nbytes for f in frames)
 
 
 class _Counters:
@@ -130,7 +127,7 @@ class ZmqServerTransport(ServerTransport):
                         await self._send_raw([peer, HEARTBEAT])
                         continue
                     self._counters.messages_in += 1
-                    self._counters.bytes_in += _nbytes(body)
+                    self._counters.bytes_in += frames_nbytes(body)
                     self._events.put_nowait(Received(peer, [f.buffer for f in body]))
                     released = True  # recv() releases the slot when the application takes it
                 finally:
@@ -168,7 +165,7 @@ class ZmqServerTransport(ServerTransport):
         if self._socket is None or self._closed:
             raise TransportError("server transport is not bound")
         self._counters.messages_out += 1
-        self._counters.bytes_out += _nbytes(frames)
+        self._counters.bytes_out += frames_nbytes(frames)
         await self._send_raw([peer, *frames])
 
     def disconnect(self, peer: bytes) -> None:
@@ -281,7 +278,7 @@ class ZmqClientTransport(ClientTransport):
                 self._liveness.touch("server")
                 if len(parts) == 1 and parts[0].bytes == HEARTBEAT:
                     continue
-                nbytes = _nbytes(parts)
+                nbytes = frames_nbytes(parts)
                 if self._download is not None:
                     self._throttling = True
                     try:
@@ -307,7 +304,7 @@ class ZmqClientTransport(ClientTransport):
             raise TransportError("client transport is not connected")
         if self._lost is not None:
             raise self._lost
-        nbytes = _nbytes(frames)
+        nbytes = frames_nbytes(frames)
         if self._upload is not None:
             await self._upload.wait_consume(tcp_wire_bytes(nbytes))
         self._counters.messages_out += 1
