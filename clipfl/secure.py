@@ -117,7 +117,6 @@ class SecureCollector(Collector):
         self._stage_started = clock()
         self._stage = self._sa.stage
         self.stage_seconds: dict[str, float] = {}
-        self._receipts: set[int] = set()
         self._sa.start()
         self._pump()
 
@@ -147,10 +146,9 @@ class SecureCollector(Collector):
         if (
             isinstance(msg, MaskedInput)
             and client_id not in self._sa.failures
-            and client_id not in self._receipts
+            and client_id not in self.arrivals
             and msg.round == self.round
         ):
-            self._receipts.add(client_id)
             self._arrived(client_id)
             self._outbox.append((client_id, Receipt(round=self.round)))
         self._pump()
@@ -195,10 +193,6 @@ class SecureCollector(Collector):
         stats["secagg_survivors"] = len(self._sa.survivors)
         return stats
 
-    @property
-    def aborted(self) -> str | None:
-        return self._sa.aborted
-
 
 class SecureUpload:
     """One client's secure aggregation for one round."""
@@ -206,7 +200,6 @@ class SecureUpload:
     def __init__(self, client_id: int, round: int, config: SecAggConfig) -> None:
         self.client = SecAggClient(client_id=client_id, round=round, config=config)
         self.round = round
-        self.input_set = False
 
     def receive(self, msg: Any) -> None:
         self.client.receive(msg)
@@ -222,14 +215,9 @@ class SecureUpload:
         """Encode ``[weight * delta | coverage]`` and hand it to the protocol (sent when asked)."""
         layout = UpdateLayout(delta.shape[0], trained_units.shape[0])
         self.client.set_input(layout.encode(_codec(fit_config), delta, trained_units, weight, rng))
-        self.input_set = True
 
     def data_to_send(self) -> list[Any]:
         return self.client.data_to_send()
 
     def received_private(self) -> list[PrivatePayload]:
         return self.client.received_private()
-
-    @property
-    def done(self) -> bool:
-        return self.client.done or self.client.aborted is not None
