@@ -642,11 +642,11 @@ def _mib(n: float) -> float:
 def _secagg_parameters(opts: ScaleOptions) -> dict[str, Any]:
     if opts.secagg == "off":
         return {}
-    from clipfl.config import RunConfig
-    from clipfl.secure import secagg_config
+    from clipfl import RunConfig
 
-    settings = RunConfig(**_run_config_kwargs(opts)).secagg_settings()
-    resolved = secagg_config(settings).resolved(opts.clients)
+    config = RunConfig(**_run_config_kwargs(opts)).secagg_config()
+    assert config is not None
+    resolved = config.resolved(opts.clients)
     return {"neighbors": resolved.neighbors, "threshold": resolved.threshold}
 
 
@@ -664,11 +664,7 @@ def _round_rows(rec: _Record) -> list[dict[str, Any]]:
                 "failures": len(event.get("failures", {})),
                 "failure_reasons": sorted(set(event.get("failures", {}).values()))[:5],
                 "test_accuracy": event.get("test_accuracy"),
-                "stages": {
-                    k.removeprefix("secagg_").removesuffix("_seconds"): v
-                    for k, v in event.items()
-                    if k.startswith("secagg_") and k.endswith("_seconds")
-                },
+                "stages": dict(event.get("stage_seconds", {})),
                 "server_cpu_seconds": (mark.cpu_seconds - before.cpu_seconds if mark and before else None),
                 "server_rss_mib": _mib(mark.rss_bytes) if mark else None,
                 "bytes_in": event.get("bytes_in"),
@@ -918,19 +914,18 @@ async def _run_clients(
     connect_timeout: float,
 ) -> dict[str, Any]:
     """Build the clients ``ids`` and run them all in this event loop until the server ends the run."""
-    from clipfl.client import Client, transport_factory
-    from clipfl.config import ClientConfig, RunConfig
-    from clipfl.errors import ClipflError
+    from clipfl import Client, ClientConfig, ClipflError, RunConfig, federation_data, transport_factory
     from transports.base import TransportError
 
     run = RunConfig(**run_kwargs)
     t0 = time.perf_counter()
     clients = []
+    shares = federation_data(run, list(ids))  # one load and one partition for all of this worker's clients
     for i in ids:
         config = ClientConfig(
             client_id=i, server=server, heartbeat_timeout=heartbeat_timeout, connect_timeout=connect_timeout
         )
-        clients.append(Client(run, config, transport_factory(config)))
+        clients.append(Client(run, config, shares[i], transport_factory(config)))
         await asyncio.sleep(0)
     build_seconds = time.perf_counter() - t0
     rounds_done: dict[str, int] = {}

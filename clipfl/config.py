@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from clipfl.clip import DEFAULT_MIN_KEEP_RATIO, DEFAULT_STRAGGLER_FRACTION
 from clipfl.errors import ConfigError
+from clipfl.secagg import SecAggConfig
+from clipfl.settings import MITIGATIONS, OPTIMIZERS, WEIGHTINGS, RunSettings, TrainSettings
 
 __all__ = [
     "MITIGATIONS",
@@ -33,9 +36,7 @@ __all__ = [
 ]
 
 SECAGG_MODES = ("off", "secagg", "secagg+")
-MITIGATIONS = ("none", "deadline", "random", "ordered", "clip-compute", "clip", "fluid")
 PARTITIONS = ("iid", "dirichlet", "natural")
-OPTIMIZERS = ("sgd", "adam")
 DEFAULT_MODELS = {
     "digits": "digits_cnn",
     "cifar10": "vgg9",
@@ -85,10 +86,20 @@ class RunConfig:
     )
     mitigation: str = field(default="none", metadata=_opt("straggler mitigation", choices=MITIGATIONS))
     straggler_fraction: float = field(
-        default=0.2,
+        default=DEFAULT_STRAGGLER_FRACTION,
         metadata=_opt("fraction f of clients treated as stragglers (deadline = the 1-f quantile)"),
     )
-    min_keep_ratio: float = field(default=0.5, metadata=_opt("smallest keep ratio a straggler may choose"))
+    min_keep_ratio: float = field(
+        default=DEFAULT_MIN_KEEP_RATIO, metadata=_opt("smallest keep ratio a straggler may choose")
+    )
+    weighting: str = field(
+        default="samples",
+        metadata=_opt("a client's weight in the average: its sample count, or 1", choices=WEIGHTINGS),
+    )
+    max_weight: int = field(
+        default=100_000,
+        metadata=_opt("largest sample count a client may claim; larger claims are refused at registration"),
+    )
     aggregation: str = field(
         default="coverage",
         metadata=_opt(
@@ -124,8 +135,6 @@ class RunConfig:
         _positive(
             self, "lr", "alpha", "round_timeout", "registration_timeout", "clip_range", "unmask_timeout"
         )
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
@@ -137,32 +146,46 @@ class RunConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {value}")
         _choice(self, "partition", PARTITIONS)
-        _choice(self, "optimizer", OPTIMIZERS)
         _choice(self, "secagg", SECAGG_MODES)
-        _choice(self, "mitigation", MITIGATIONS)
-        _choice(self, "aggregation", ("coverage", "zero-pad"))
-        if not 0 <= self.straggler_fraction < 1:
-            raise ConfigError(f"straggler-fraction must be in [0, 1), got {self.straggler_fraction}")
-        if not 0 < self.min_keep_ratio <= 1:
-            raise ConfigError(f"min-keep-ratio must be in (0, 1], got {self.min_keep_ratio}")
-        if self.secagg != "off":
-            from clipfl.secure import secagg_config
+        try:  # the settings that cross the wire validate themselves, once, in their constructors
+            self.run_settings()
+            self.train_settings()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
-            secagg_config(self.secagg_settings())  # ConfigError for an impossible threshold or degree
-        if self.mitigation == "fluid" and self.secagg != "off":
-            raise ConfigError(
-                "mitigation 'fluid' prunes on the server, which must see each update: "
-                "use it with --secagg off"
-            )
+    def secagg_config(self) -> SecAggConfig | None:
+        """Secure aggregation as configured here, or None for ``--secagg off``."""
+        if self.secagg == "off":
+            return None
+        return SecAggConfig(
+            mode="secagg" if self.secagg == "secagg" else "secagg+",
+            threshold=self.secagg_threshold,
+            neighbors=self.secagg_neighbors if self.secagg == "secagg+" else None,
+            clip_range=self.clip_range,
+            max_weight=float(self.max_weight),
+        )
 
-    def secagg_settings(self) -> dict[str, Any]:
-        """What clients must know of secure aggregation (announced at registration)."""
-        return {
-            "secagg": self.secagg,
-            "secagg_threshold": self.secagg_threshold,
-            "secagg_neighbors": self.secagg_neighbors,
-            "clip_range": self.clip_range,
-        }
+    def run_settings(self) -> RunSettings:
+        """What every client must know of this run (``Welcome``)."""
+        return RunSettings(
+            model=self.model_name,
+            rounds=self.rounds,
+            mitigation=typing.cast(typing.Any, self.mitigation),
+            straggler_fraction=self.straggler_fraction,
+            min_keep_ratio=self.min_keep_ratio,
+            weighting=typing.cast(typing.Any, self.weighting),
+            max_weight=self.max_weight,
+            secagg=self.secagg_config(),
+        )
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(
+            epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+        )
 
     @property
     def model_name(self) -> str:

@@ -17,7 +17,9 @@ One round, as the server drives it (rounds count from 1, as in Flower)::
                                           <- Shutdown(reason)            end of the run
 
 Values are frozen, slotted, keyword-only dataclasses that validate what a constructor can; the
-codec in ``clipfl.wire`` turns a constructor's ValueError into ``RemoteProtocolError``.
+codec in ``clipfl.wire`` turns a constructor's ValueError into ``RemoteProtocolError``. Settings are
+typed value objects (``clipfl.settings``), never string-keyed maps. Importing this module registers
+every message of the protocol, secure aggregation's included, so that any peer that decodes has them.
 """
 
 from __future__ import annotations
@@ -26,10 +28,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clipfl.secagg import (
+    Abort,
+    AdvertiseKeys,
+    KeysBroadcast,
+    MaskedInput,
+    MaskedInputRequest,
+    PrivateDelivery,
+    RelayPrivate,
+    RoundSetup,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from clipfl.settings import CodecParams, RunSettings, TrainSettings
 from clipfl.wire import message
 
 __all__ = [
-    "ConfigValue",
+    "SECAGG_MESSAGES",
     "FitIns",
     "FitRes",
     "NotRegistered",
@@ -42,7 +58,39 @@ __all__ = [
     "Welcome",
 ]
 
-ConfigValue = int | float | str | bool | None
+SECAGG_MESSAGES: tuple[type, ...] = (
+    RoundSetup,
+    AdvertiseKeys,
+    KeysBroadcast,
+    ShareKeys,
+    MaskedInputRequest,
+    MaskedInput,
+    UnmaskRequest,
+    UnmaskShares,
+    RelayPrivate,
+    PrivateDelivery,
+    Abort,
+)
+"""Secure aggregation's messages (``clipfl.secagg``), carried in the same envelopes as the rest."""
+
+for _cls, _name in zip(
+    SECAGG_MESSAGES,
+    (
+        "setup",
+        "advertise_keys",
+        "keys",
+        "share_keys",
+        "masked_input_request",
+        "masked_input",
+        "unmask_request",
+        "unmask_shares",
+        "relay",
+        "private",
+        "abort",
+    ),
+    strict=True,
+):
+    message(f"secagg.{_name}")(_cls)
 
 
 def _positive_round(value: int) -> None:
@@ -79,7 +127,7 @@ class Welcome:
     """The server admits a client and tells it the run's settings (model, secure aggregation, ...)."""
 
     client_id: int
-    settings: dict[str, ConfigValue]
+    settings: RunSettings
 
 
 @message("reject")
@@ -112,15 +160,30 @@ class RoundStart:
 @message("fit_ins")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FitIns:
-    """Train on the global model ``weights`` (named float32 tensors) with ``config``."""
+    """Train on the global model ``weights`` (named float32 tensors) with ``train``.
+
+    - ``seed``: the round's training seed (each client adds its own id).
+    - ``deadline``: the server's cap on the round target T*, in seconds (DESIGN 5.2): how long the server
+      waits this round. A client's CLIP planner never aims later than this.
+    - ``keep_ratio``: under ``fluid`` only, the keep ratio the server assigned this client.
+    - ``codec``: under secure aggregation, the numbers the fixed-point codec is built from.
+    """
 
     round: int
     weights: dict[str, np.ndarray]
-    config: dict[str, ConfigValue]
+    train: TrainSettings
+    seed: int
+    deadline: float | None
+    keep_ratio: float | None
+    codec: CodecParams | None
 
     def __post_init__(self) -> None:
         _positive_round(self.round)
         _float_state(self.weights, "weights")
+        if self.deadline is not None and not self.deadline > 0:
+            raise ValueError(f"deadline must be positive, got {self.deadline}")
+        if self.keep_ratio is not None and not 0 < self.keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
 
 
 @message("fit_res")

@@ -13,16 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["FitResult", "TrainSettings", "evaluate", "fit"]
+from clipfl.settings import TrainSettings
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrainSettings:
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    optimizer: str = "sgd"
-    momentum: float = 0.9
+__all__ = ["FitResult", "evaluate", "fit"]
 
 
 @dataclass(frozen=True, slots=True)

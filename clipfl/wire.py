@@ -144,10 +144,21 @@ def encode(msg: Message) -> list[Frame]:
                 descriptors.append([field, key, arr.dtype.name, list(arr.shape)])
                 frames.append(arr.reshape(-1).view(np.uint8).data)
         else:
-            fields[field] = value
+            fields[field] = _plain(value)
     envelope = {"v": PROTOCOL_VERSION, "t": name, "f": fields, "x": descriptors}
     frames[0] = msgpack.packb(envelope, use_bin_type=True)
     return frames
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with nested settings dataclasses turned into maps of their fields (msgpack types)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- decode
@@ -169,6 +180,12 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             except RemoteProtocolError:
                 continue
         _fail(f"{where}: {type(value).__name__} is not a valid {tp}")
+    if origin is typing.Literal:
+        if any(value == option and type(value) is type(option) for option in typing.get_args(tp)):
+            return value
+        _fail(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _check_settings(value, tp, where)
     if tp is type(None):
         if value is None:
             return None
@@ -211,6 +228,28 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             for k, v in value.items()
         }
     raise LocalProtocolError(f"{where}: type {tp} cannot be carried on the wire")
+
+
+def _check_settings(value: Any, cls: type, where: str) -> Any:
+    """A nested settings dataclass: exactly its fields, each checked; its constructor validates.
+
+    A field the peer sends that this side does not know is an error, never ignored, and a missing one
+    is never filled in with this side's default: both ends must mean the same settings.
+    """
+    if not isinstance(value, dict):
+        _fail(f"{where}: expected a map of {cls.__name__} fields, got {type(value).__name__}")
+    hints = _hints(cls)
+    unknown = set(value) - set(hints)
+    if unknown:
+        _fail(f"{where}: unknown {cls.__name__} settings {sorted(map(str, unknown))}")
+    missing = set(hints) - set(value)
+    if missing:
+        _fail(f"{where}: {cls.__name__} settings {sorted(missing)} are missing")
+    kwargs = {name: _check_value(value[name], tp, f"{where}.{name}") for name, tp in hints.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        _fail(f"{where}: {exc}")
 
 
 def _tensor(frame: Frame, descriptor: Any, limits: Limits, where: str) -> tuple[str, str | None, np.ndarray]:

@@ -8,9 +8,9 @@ from torch import nn
 
 from clipfl.clip import RoundTiming, TimingReport
 from clipfl.config import RunConfig
+from clipfl.engine.pruning import ClientPruner, decode_report, encode_report
+from clipfl.engine.strategy import DEADLINE_SLACK, FedAvg
 from clipfl.errors import ConfigError
-from clipfl.pruning import ClientPruner, decode_report, encode_report
-from clipfl.strategy import DEADLINE_SLACK, FedAvg
 
 
 def _mlp() -> nn.Sequential:
@@ -20,7 +20,7 @@ def _mlp() -> nn.Sequential:
 
 
 def _pruner(mitigation: str = "clip") -> ClientPruner:
-    return ClientPruner(mitigation, _mlp(), (1, 4, 4), seed=1)
+    return ClientPruner(mitigation, _mlp(), (1, 4, 4), seed=1, straggler_fraction=0.2, min_keep_ratio=0.5)
 
 
 def _history(p: ClientPruner, fit: float, rounds: int = 2) -> None:
@@ -31,7 +31,7 @@ def _history(p: ClientPruner, fit: float, rounds: int = 2) -> None:
 def test_a_model_with_an_unsupported_layer_is_refused_at_start_naming_it() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.LayerNorm(8), nn.Linear(8, 3))
     with pytest.raises(ConfigError, match="LayerNorm"):
-        ClientPruner("clip", model, (1, 4, 4), seed=0)
+        ClientPruner("clip", model, (1, 4, 4), seed=0, straggler_fraction=0.2, min_keep_ratio=0.5)
 
 
 def test_reports_round_trip_and_garbage_is_ignored() -> None:
@@ -100,4 +100,4 @@ def test_fluid_gives_only_the_clients_above_the_quantile_a_smaller_model() -> No
     p = ratios[4]
     assert 2.0 * flop_ratio(layout, p) <= 1.3 < 2.0 * flop_ratio(layout, round(p + 0.01, 2))
     plan = strategy.configure_fit(2, [])
-    assert plan.per_client == {}
+    assert plan.keep_ratios == {}

@@ -16,6 +16,7 @@ from clipfl.client import Client
 from clipfl.config import ClientConfig, RunConfig
 from clipfl.messages import FitIns, FitRes, NotRegistered, Register, RoundStart, Welcome
 from clipfl.server import Server
+from clipfl.trainer import client_data
 from clipfl.wire import PROTOCOL_VERSION, decode, encode
 from transports.zmq import HEARTBEAT, ZmqClientTransport, ZmqServerTransport
 
@@ -40,7 +41,7 @@ async def running_server(config: RunConfig) -> AsyncIterator[tuple[Server, async
 
 def _client(config: RunConfig, server: Server, client_id: int) -> Client:
     cc = ClientConfig(client_id=client_id, server=server.address, heartbeat_timeout=2.0, connect_timeout=10)
-    return Client(config, cc, lambda: ZmqClientTransport(**FAST))
+    return Client(config, cc, client_data(config, client_id), lambda: ZmqClientTransport(**FAST))
 
 
 class RawPeer:
@@ -176,7 +177,7 @@ async def test_registration_with_a_wrong_id_or_dataset_is_refused() -> None:
         await peer.send(encode(Register(client_id=0, num_samples=10, dataset="cifar10")))
         reject = await asyncio.wait_for(peer.recv_message(), 10)
         assert "'cifar10'" in reject.reason
-        assert server.sessions == {}
+        assert len(server.sessions) == 0
     peer.sock.close()
     ctx.term()
 

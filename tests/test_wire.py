@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from clipfl.config import RunConfig
 from clipfl.errors import LocalProtocolError, RemoteProtocolError
 from clipfl.messages import FitIns, FitRes, Receipt, Register, Welcome
+from clipfl.settings import TrainSettings
 from clipfl.wire import PROTOCOL_VERSION, Limits, decode, encode, message
 
 
@@ -36,9 +38,13 @@ float32_arrays = hnp.arrays(
     np.float32, hnp.array_shapes(min_dims=0, max_dims=3, max_side=5), elements=st.floats(-1e6, 1e6, width=32)
 )
 states = st.dictionaries(names, float32_arrays, max_size=4)
-config_values = st.one_of(
-    st.integers(-(2**62), 2**62), st.floats(allow_nan=False), st.text(max_size=8), st.booleans(), st.none()
-)
+TRAIN = TrainSettings(epochs=1, batch_size=32, lr=0.05, optimizer="sgd", momentum=0.9)
+
+
+def _fit_ins(rnd: int, weights: dict[str, np.ndarray]) -> FitIns:
+    return FitIns(
+        round=rnd, weights=weights, train=TRAIN, seed=rnd, deadline=None, keep_ratio=None, codec=None
+    )
 
 
 def _same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
@@ -48,15 +54,11 @@ def _same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(a[k], b[k])
 
 
-@given(
-    rnd=st.integers(1, 10**6),
-    weights=states,
-    config=st.dictionaries(st.text(max_size=8), config_values, max_size=5),
-)
-def test_fit_ins_round_trips(rnd: int, weights: dict[str, np.ndarray], config: dict) -> None:
-    msg = FitIns(round=rnd, weights=weights, config=config)
+@given(rnd=st.integers(1, 10**6), weights=states)
+def test_fit_ins_round_trips(rnd: int, weights: dict[str, np.ndarray]) -> None:
+    msg = _fit_ins(rnd, weights)
     back = decode(encode(msg))
-    assert isinstance(back, FitIns) and back.round == rnd and back.config == config
+    assert isinstance(back, FitIns) and back.round == rnd and back.train == TRAIN and back.seed == rnd
     _same_state(back.weights, weights)
 
 
@@ -226,7 +228,7 @@ def test_constructor_validation_becomes_remote_protocol_error() -> None:
 
 def test_big_endian_arrays_arrive_as_the_same_numbers() -> None:
     data = np.arange(6, dtype=">f4").reshape(2, 3)
-    back = decode(encode(FitIns(round=1, weights={"w": data.astype(np.float32)}, config={})))
+    back = decode(encode(_fit_ins(1, {"w": data.astype(np.float32)})))
     np.testing.assert_array_equal(back.weights["w"], data)
 
 
@@ -243,6 +245,6 @@ def test_small_messages_round_trip() -> None:
     for msg in (
         Receipt(round=4),
         Register(client_id=2, num_samples=9, dataset="digits", capabilities=["a"]),
-        Welcome(client_id=1, settings={"model": "digits_cnn", "rounds": 3, "x": None}),
+        Welcome(client_id=1, settings=RunConfig(secagg="secagg+").run_settings()),
     ):
         assert decode(encode(msg)) == msg

@@ -16,6 +16,8 @@ Everything is synchronous and deterministic given an injected ``numpy.random.Gen
 from clipfl.clip.aggregation import AggregationMode, average_update, coordinate_divisor
 from clipfl.clip.flops import flop_ratio, forward_macs, layout_macs
 from clipfl.clip.planner import (
+    DEFAULT_MIN_KEEP_RATIO,
+    DEFAULT_STRAGGLER_FRACTION,
     LatencyHistory,
     Plan,
     PlannerConfig,
@@ -40,6 +42,8 @@ from clipfl.clip.units import Axis, Layer, TensorTie, UnitGroup, UnitLayout
 
 __all__ = [
     "DEFAULT_EPS",
+    "DEFAULT_MIN_KEEP_RATIO",
+    "DEFAULT_STRAGGLER_FRACTION",
     "AggregationMode",
     "Axis",
     "Inflated",

@@ -197,13 +197,19 @@ def round_target(latencies: Sequence[float], straggler_fraction: float) -> float
     return sorted(latencies)[k - 1]
 
 
+DEFAULT_STRAGGLER_FRACTION = 0.2
+"""f of DESIGN 5.2: 4 of 20 clients may straggle, as in the CLIP paper's fleets."""
+DEFAULT_MIN_KEEP_RATIO = 0.5
+"""p_min of DESIGN 5.3: no straggler trains less than half of each layer's units."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlannerConfig:
     """CLIP planner settings; defaults from DESIGN section 5 (f = 0.2, p_min = 0.5)."""
 
     mode: PlannerMode = "clip"
-    straggler_fraction: float = 0.2
-    min_keep_ratio: float = 0.5
+    straggler_fraction: float = DEFAULT_STRAGGLER_FRACTION
+    min_keep_ratio: float = DEFAULT_MIN_KEEP_RATIO
     grid_step: float = 0.01
 
     def __post_init__(self) -> None:

@@ -23,7 +23,8 @@ from clipfl.data import load_dataset, make_partition, subsample, to_tensors
 from clipfl.errors import ClipflError
 from clipfl.models import build_model, count_parameters
 from clipfl.presets import PRESETS, get_preset
-from clipfl.training import TrainSettings, evaluate, fit
+from clipfl.settings import TrainSettings
+from clipfl.training import evaluate, fit
 
 __all__ = ["main", "sanity"]
 

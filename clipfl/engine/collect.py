@@ -3,7 +3,7 @@
 A collector takes decoded messages (``receive``), failures (``fail``) and the passing of deadlines
 (``expire``), and queues the messages to send (``data_to_send``). The asyncio driver owns the
 timers and the sockets and asks ``done`` after each step. ``PlainCollector`` sums the clients'
-deltas as they arrive (``--secagg off``); the secure collector (``clipfl.secure_collect``) runs
+deltas as they arrive (``--secagg off``); the secure collector (``clipfl.engine.secure_collect``) runs
 secure aggregation behind the same verbs, so the server's round loop is the same for both.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from clipfl.engine.update import UpdateSum
 from clipfl.messages import FitRes, Receipt
 from clipfl.params import ParamSpec
-from clipfl.strategy import UpdateSum
 from clipfl.wire import Message
 
 __all__ = ["Collector", "PlainCollector"]
@@ -35,6 +35,8 @@ class Collector(abc.ABC):
         self.failures: dict[int, str] = {}
         self.arrivals: dict[int, float] = {}
         """Seconds from the start of the round to each client's upload: what the server can time."""
+        self.stage_seconds: dict[str, float] = {}
+        """Seconds each finished stage of secure aggregation took, by stage (empty in plain mode)."""
         self._outbox: list[tuple[int, Message]] = []
         self._clock = clock
         self._started = clock()

@@ -16,18 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from clipfl.clip import AggregationMode, UnitLayout, average_update, flop_ratio, round_target
+from clipfl.clip import AggregationMode, PlannerConfig, UnitLayout, average_update, flop_ratio, round_target
 from clipfl.config import RunConfig
-from clipfl.messages import ConfigValue
+from clipfl.engine.update import ClientInfo, UpdateSum
+from clipfl.settings import TrainSettings
 
-__all__ = ["ClientInfo", "FedAvg", "FitPlan", "Strategy", "UpdateSum"]
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    client_id: int
-    num_samples: int
-    capabilities: tuple[str, ...] = ()
+__all__ = ["FedAvg", "FitPlan", "Strategy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +29,13 @@ class FitPlan:
     """What ``configure_fit`` decides for one round."""
 
     clients: tuple[int, ...]
-    config: dict[str, ConfigValue]
+    train: TrainSettings
+    seed: int
     deadline_seconds: float
-    """How long the server waits for updates before it stops waiting (an asyncio timer)."""
-    per_client: dict[int, dict[str, ConfigValue]] = field(default_factory=dict)
-    """Settings for single clients on top of ``config`` (FLuID's server-chosen keep ratios)."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateSum:
-    """The weighted sum of the contributors' deltas: Σ w_i Δ_i, with Σ w_i (and per-unit coverage)."""
-
-    delta_sum: np.ndarray
-    weight_sum: float
-    contributors: tuple[int, ...]
-    coverage_sum: np.ndarray | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    """How long the server waits for updates before it stops waiting (an asyncio timer); announced
+    to the clients as the cap on their round target."""
+    keep_ratios: dict[int, float] = field(default_factory=dict)
+    """FLuID's server-chosen keep ratio per client (empty for every other strategy)."""
 
 
 class Strategy(abc.ABC):
@@ -78,10 +63,6 @@ class Strategy(abc.ABC):
         """Restore ``state_dict()``'s output after ``--resume``."""
         return None
 
-    def client_weight(self, client: ClientInfo) -> float:
-        """The weight w_i of a client's delta in the sum (FedAvg: its number of samples)."""
-        return float(client.num_samples)
-
 
 DEADLINE_SLACK = 0.10
 """The ``deadline`` strategy waits this fraction longer than the slowest non-straggler took last time."""
@@ -99,6 +80,7 @@ class FedAvg(Strategy):
     def __init__(self, config: RunConfig, layout: UnitLayout | None = None) -> None:
         self.config = config
         self.layout = layout
+        self._train = config.train_settings()
         self._last_arrival: dict[int, float] = {}
         self._full_latency: dict[int, float] = {}  # FLuID: upload time scaled to the full model
         self._assigned: dict[int, float] = {}  # FLuID: the keep ratio each client was given
@@ -141,7 +123,9 @@ class FedAvg(Strategy):
             return {}
         c = self.config
         target = round_target(list(known.values()), c.straggler_fraction)
-        grid = [round(1 - k / 100, 2) for k in range(1, 100) if 1 - k / 100 >= c.min_keep_ratio]
+        grid = PlannerConfig(
+            straggler_fraction=c.straggler_fraction, min_keep_ratio=c.min_keep_ratio
+        ).grid()  # the clients' own planner's candidates, largest first
         ratios = {}
         for client_id, latency in known.items():
             if latency <= target:
@@ -152,21 +136,13 @@ class FedAvg(Strategy):
 
     def configure_fit(self, round: int, clients: Sequence[ClientInfo]) -> FitPlan:
         c = self.config
-        settings: dict[str, ConfigValue] = {
-            "epochs": c.local_epochs,
-            "batch_size": c.batch_size,
-            "lr": c.lr,
-            "optimizer": c.optimizer,
-            "momentum": c.momentum,
-            "seed": c.seed * 100_003 + round,
-        }
         ids = tuple(sorted(x.client_id for x in clients))
-        per_client: dict[int, dict[str, ConfigValue]] = {}
+        keep_ratios: dict[int, float] = {}
         if c.mitigation == "fluid":
             ratios = self.fluid_keep_ratios(ids)
             self._assigned = {i: ratios.get(i, 1.0) for i in ids}
-            per_client = {i: {"keep_ratio": ratios.get(i, 1.0)} for i in ids}
-        return FitPlan(ids, settings, self.round_deadline(), per_client)
+            keep_ratios = dict(self._assigned)
+        return FitPlan(ids, self._train, c.seed * 100_003 + round, self.round_deadline(), keep_ratios)
 
     def aggregate_fit(
         self, round: int, weights: np.ndarray, update: UpdateSum | None, failures: Mapping[int, str]

@@ -47,12 +47,11 @@ from clipfl.clip import (
     unit_scores,
 )
 from clipfl.errors import RemoteProtocolError
+from clipfl.settings import PRUNING_MITIGATIONS
 
-__all__ = ["PRUNING_MITIGATIONS", "ClientPruner", "RoundChoice", "decode_report", "encode_report"]
+__all__ = ["ClientPruner", "RoundChoice", "decode_report", "encode_report"]
 
 log = logging.getLogger(__name__)
-
-PRUNING_MITIGATIONS = frozenset({"random", "ordered", "clip-compute", "clip", "fluid"})
 
 
 def encode_report(report: TimingReport) -> bytes:
@@ -99,8 +98,8 @@ class ClientPruner:
         input_shape: tuple[int, ...],
         *,
         seed: int,
-        straggler_fraction: float = 0.2,
-        min_keep_ratio: float = 0.5,
+        straggler_fraction: float,
+        min_keep_ratio: float,
     ) -> None:
         if mitigation not in PRUNING_MITIGATIONS:
             raise ValueError(f"{mitigation!r} does not prune on the client")

@@ -1,0 +1,5 @@
+import sys
+
+from clipfl.client.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""Which connection is which registered client: connection bookkeeping, apart from protocol state.
+
+A connection (a transport peer) is bound to at most one client id, and an id to at most one
+connection. Binding a connection that already speaks for another id clears that id's session, so
+that no round ever waits for a client whose connection now answers to another name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clipfl.engine.update import ClientInfo
+
+__all__ = ["ClientSession", "Sessions"]
+
+
+@dataclass(slots=True)
+class ClientSession:
+    info: ClientInfo
+    peer: bytes | None
+
+
+class Sessions:
+    def __init__(self) -> None:
+        self._by_id: dict[int, ClientSession] = {}
+        self._by_peer: dict[bytes, int] = {}
+
+    def client_of(self, peer: bytes) -> int | None:
+        return self._by_peer.get(peer)
+
+    def peer_of(self, client_id: int) -> bytes | None:
+        session = self._by_id.get(client_id)
+        return session.peer if session is not None else None
+
+    def bind(self, info: ClientInfo, peer: bytes) -> list[int]:
+        """Bind ``peer`` to ``info.client_id``; return the ids whose sessions this ends.
+
+        The id's previous connection (a reconnect) and the connection's previous id (registering
+        again under another name) both lose their binding.
+        """
+        ended = []
+        old_peer = self.peer_of(info.client_id)
+        if old_peer is not None and old_peer != peer:
+            self._by_peer.pop(old_peer, None)
+            ended.append(info.client_id)
+        old_id = self._by_peer.get(peer)
+        if old_id is not None and old_id != info.client_id:
+            self._by_id[old_id].peer = None
+            ended.append(old_id)
+        self._by_peer[peer] = info.client_id
+        self._by_id[info.client_id] = ClientSession(info, peer)
+        return ended
+
+    def unbind(self, peer: bytes) -> int | None:
+        """The connection closed: its client (if any) stays registered but unreachable."""
+        client_id = self._by_peer.pop(peer, None)
+        if client_id is not None:
+            session = self._by_id[client_id]
+            if session.peer == peer:
+                session.peer = None
+        return client_id
+
+    def connected(self) -> list[ClientInfo]:
+        return [s.info for s in self._by_id.values() if s.peer is not None]
+
+    def peers(self) -> list[bytes]:
+        return [s.peer for s in self._by_id.values() if s.peer is not None]
+
+    def __len__(self) -> int:
+        return len(self._by_id)

@@ -1,0 +1,133 @@
+"""The learning a federation does, in plain torch: a client's local data and fit, the server's test.
+
+``federation_data`` loads and partitions the dataset once and hands each client its share, so that
+a process running many clients (tests, the scale benchmark, a simulation) pays for it once.
+``LocalTrainer`` trains the global model or a sub-model and returns the full-size delta and which
+units were trained; ``Evaluator`` scores a flat global model on the test split. No network, no clock.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from clipfl.clip import SubModel
+from clipfl.config import RunConfig
+from clipfl.data import Dataset, load_dataset, make_partition, subsample, to_tensors
+from clipfl.errors import ConfigError
+from clipfl.models import build_model
+from clipfl.params import ParamSpec, load_state, state_of
+from clipfl.settings import TrainSettings
+from clipfl.training import FitResult, evaluate, fit
+
+__all__ = ["ClientData", "Evaluator", "LocalTrainer", "TrainOutput", "client_data", "federation_data"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ClientData:
+    """One client's training samples, and the dataset they come from (models are sized from it)."""
+
+    dataset: Dataset
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+
+def federation_data(run: RunConfig, client_ids: list[int] | None = None) -> dict[int, ClientData]:
+    """Every client's share (or those of ``client_ids``), from one load and one partition."""
+    dataset = load_dataset(run.dataset, run.data_dir)
+    part = make_partition(
+        dataset,
+        run.partition,
+        run.clients,
+        seed=run.seed,
+        alpha=run.alpha,
+        pick=run.pick,
+        min_samples=run.min_samples,
+    )
+    shares = {}
+    for client_id in client_ids if client_ids is not None else range(run.clients):
+        if not 0 <= client_id < run.clients:
+            raise ConfigError(
+                f"client-id {client_id} is outside 0..{run.clients - 1} (--clients {run.clients})"
+            )
+        mine = subsample(part.train[client_id], run.max_client_samples, seed=run.seed + client_id)
+        x, y = to_tensors(dataset.train, mine)
+        shares[client_id] = ClientData(dataset, x, y)
+    return shares
+
+
+def client_data(run: RunConfig, client_id: int) -> ClientData:
+    """One client's share (a client process loads only what it needs to hold)."""
+    return federation_data(run, [client_id])[client_id]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOutput:
+    """A finished local fit: the full-size delta, which units it trained, and the fit's figures."""
+
+    result: FitResult
+    delta: np.ndarray
+    trained_units: np.ndarray
+    """Coverage (DESIGN section 4): True for each prunable unit trained, then the rest slot (True)."""
+
+
+class LocalTrainer:
+    """A client's model and data; trains the global model, or a sub-model of it, and returns the delta."""
+
+    def __init__(self, data: ClientData, model_name: str) -> None:
+        self.data = data
+        self.model_name = model_name
+        self.model: nn.Module = build_model(model_name, data.dataset)
+        self.spec = ParamSpec.of(self.model)
+
+    def warm_up(self) -> None:
+        """One throwaway step on a copy of the model, so torch's one-time set-up is not timed as a fit."""
+        model = copy.deepcopy(self.model)
+        x, y = self.data.x[:2], self.data.y[:2]
+        fit(
+            model, x, y, TrainSettings(epochs=1, batch_size=2, lr=0.01, optimizer="sgd", momentum=0.0), seed=0
+        )
+
+    def train(
+        self,
+        weights: dict[str, np.ndarray],
+        sub: SubModel | None,
+        settings: TrainSettings,
+        seed: int,
+        coverage_size: int,
+    ) -> TrainOutput:
+        """Train the full model at ``weights``, or ``sub`` (built from them); the delta is full size."""
+        x, y = self.data.x, self.data.y
+        if sub is not None:
+            result = fit(sub.module, x, y, settings, seed=seed)
+            inflated = sub.inflate()
+            return TrainOutput(result, inflated.delta, inflated.coverage > 0)
+        load_state(self.model, weights)
+        result = fit(self.model, x, y, settings, seed=seed)
+        delta = self.spec.flatten(state_of(self.model)) - self.spec.flatten(weights)
+        return TrainOutput(result, delta, np.ones(coverage_size, dtype=bool))
+
+
+class Evaluator:
+    """The server's model for testing: loads a flat global model and scores it on the test split."""
+
+    def __init__(self, model: nn.Module, spec: ParamSpec, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.spec, self.x, self.y = model, spec, x, y
+
+    @classmethod
+    def for_run(cls, run: RunConfig, model: nn.Module, dataset: Dataset) -> Evaluator:
+        test = subsample(np.arange(len(dataset.test)), run.max_test_samples, seed=run.seed)
+        return cls(model, ParamSpec.of(model), *to_tensors(dataset.test, test))
+
+    def __call__(self, weights: np.ndarray) -> tuple[float, float]:
+        """``(loss, accuracy)`` of the flat model ``weights``."""
+        load_state(self.model, self.spec.unflatten(weights))
+        return evaluate(self.model, self.x, self.y)
