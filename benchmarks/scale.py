@@ -921,7 +921,7 @@ async def _run_clients(
     from clipfl.client import Client, transport_factory
     from clipfl.config import ClientConfig, RunConfig
     from clipfl.errors import ClipflError
-    from transports.base import TransportError
+    from transports.errors import TransportError
 
     run = RunConfig(**run_kwargs)
     t0 = time.perf_counter()

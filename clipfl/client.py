@@ -51,7 +51,8 @@ from clipfl.secagg import KeysBroadcast, MaskedInput, RoundSetup
 from clipfl.secure import SECAGG_MESSAGES, SecureUpload, secagg_config
 from clipfl.training import FitResult, TrainSettings, fit
 from clipfl.wire import Message, decode, encode
-from transports.base import ClientTransport, ConnectionLost, TransportError, frames_nbytes
+from transports.base import ClientTransport, frames_nbytes
+from transports.errors import ConnectionLost, TransportError
 
 __all__ = ["Client", "RoundTiming", "main"]
 
@@ -460,7 +461,7 @@ def transport_factory(config: ClientConfig, curve: Any = None) -> Callable[[], C
     ``tc`` shapes this process's own network interface once (root, inside a clipfl namespace);
     ``app`` paces the transport with token buckets of the same semantics.
     """
-    from transports.tc import LinkSpec
+    from clipfl.shaping import LinkSpec
     from transports.zmq import ZmqClientTransport
 
     link = LinkSpec.parse(config.upload_rate, config.download_rate)
@@ -468,7 +469,7 @@ def transport_factory(config: ClientConfig, curve: Any = None) -> Callable[[], C
     if not app and (link.upload_bps or link.download_bps):
         from urllib.parse import urlsplit
 
-        from transports.tc import interface_towards, require_root_netns, shape_own_interface
+        from clipfl.shaping import interface_towards, require_root_netns, shape_own_interface
 
         require_root_netns()
         host = urlsplit(config.server).hostname or ""
