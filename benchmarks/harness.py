@@ -25,7 +25,7 @@ Why it runs the way it does:
 * **Every run is bounded and every process stopped.** The launcher runs in its own process group; on
   a run's timeout, on Ctrl-C or on SIGTERM it first gets SIGINT (it then stops its clients and tears
   its network bench down), and after a grace period the whole group gets SIGKILL, followed, under tc,
-  by :func:`transports.tc.cleanup_stale` for whatever a killed bench left behind. A run that timed out
+  by :func:`clipfl.shaping.cleanup_stale` for whatever a killed bench left behind. A run that timed out
   or failed is recorded as such and left out of the figures; the report lists it.
 """
 
@@ -57,7 +57,7 @@ from benchmarks.report import (
 )
 from benchmarks.scenario import SECAGG_MODES, STRATEGIES, Scenario, load_scenario
 from clipfl.errors import ClipflError, ConfigError
-from transports.tc import cleanup_stale, require_root_netns
+from clipfl.shaping import cleanup_stale, require_root_netns
 
 __all__ = [
     "ALL_STRATEGIES",

@@ -915,7 +915,7 @@ async def _run_clients(
 ) -> dict[str, Any]:
     """Build the clients ``ids`` and run them all in this event loop until the server ends the run."""
     from clipfl import Client, ClientConfig, ClipflError, RunConfig, federation_data, transport_factory
-    from transports.base import TransportError
+    from transports.errors import TransportError
 
     run = RunConfig(**run_kwargs)
     t0 = time.perf_counter()

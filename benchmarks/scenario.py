@@ -49,7 +49,7 @@ from typing import Any
 
 from clipfl.config import RunConfig
 from clipfl.errors import ConfigError
-from transports.tc import parse_rate
+from clipfl.shaping import parse_rate
 
 __all__ = [
     "FEDERATION_KEYS",

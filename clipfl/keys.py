@@ -7,17 +7,46 @@ The files are ZeroMQ certificates (``zmq.auth.create_certificates``); secret fil
 their owner only. Give every client ``server.key``; copy each client's ``NAME.key`` (never its
 ``.key_secret``) into the directory the server reads as its allow-list. An existing key is never
 replaced unless ``--force`` is given, since replacing a server key locks every client out.
+
+The drivers load those files with :func:`load_curve_server` and :func:`load_curve_client`: the
+transports raise their own ``TransportConfigError`` for a bad key file, and these turn it into
+clipfl's ``ConfigError``, so that ``python -m clipfl.server`` and ``python -m clipfl.client`` report
+it in one line and exit with status 2 like every other bad setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from clipfl.errors import ClipflError
-from transports.curve import create_key_pair
+from clipfl.errors import ClipflError, ConfigError
+from transports.curve import CurveClient, CurveServer, create_key_pair
+from transports.errors import TransportConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "load_curve_client", "load_curve_server", "main"]
+
+_MADE_BY = "make key pairs with python -m clipfl.keys"
+
+
+def load_curve_server(
+    secret_file: str | os.PathLike[str], allowed_dir: str | os.PathLike[str]
+) -> CurveServer:
+    """The server's CurveZMQ settings from its ``.key_secret`` file and the allow-list directory."""
+    try:
+        return CurveServer.from_files(secret_file, allowed_dir)
+    except TransportConfigError as exc:
+        raise ConfigError(f"{exc} ({_MADE_BY})") from exc
+
+
+def load_curve_client(
+    secret_file: str | os.PathLike[str], server_public_file: str | os.PathLike[str]
+) -> CurveClient:
+    """A client's CurveZMQ settings from its ``.key_secret`` file and the server's public key file."""
+    try:
+        return CurveClient.from_files(secret_file, server_public_file)
+    except TransportConfigError as exc:
+        raise ConfigError(f"{exc} ({_MADE_BY})") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "server" if args.role == "server" else args.name
     try:
         public, secret = create_key_pair(args.directory, name, overwrite=args.force)
-    except ClipflError as exc:
+    except (ClipflError, TransportConfigError) as exc:
         print(f"clipfl.keys: error: {exc}", file=sys.stderr)
         return 2
     print(f"public key: {public}")

@@ -25,7 +25,7 @@ import numpy as np
 from clipfl.config import RunConfig, add_flags, load_toml, run_config, unknown_keys
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.procs import ChildProcesses
-from transports.tc import parse_rate
+from clipfl.shaping import parse_rate
 
 __all__ = ["LaunchOptions", "build_parser", "client_argv", "config_flags", "free_port", "launch", "main"]
 
@@ -167,7 +167,13 @@ async def launch(config: RunConfig, options: LaunchOptions) -> dict[str, Any]:
     """Run the whole federation; return the server's summary."""
     links = options.links(config)
     if options.shape == "tc" and any(up or down for up, down in links):
-        from transports.tc import LinkSpec, cleanup_stale, network_bench_async, new_run_id, require_root_netns
+        from clipfl.shaping import (
+            LinkSpec,
+            cleanup_stale,
+            network_bench_async,
+            new_run_id,
+            require_root_netns,
+        )
 
         require_root_netns()
         cleanup_stale()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from clipfl.errors import ConfigError
 from clipfl.ops import EventBus, parse_http_address, serve_api
-from clipfl.ops.prometheus import Histogram, Metrics, format_value
+from clipfl.ops.prometheus import Metrics
 
 STATIC = Path(__file__).resolve().parents[1] / "clipfl" / "ops" / "static"
 
@@ -363,8 +363,8 @@ async def test_metrics_expose_counters_and_histograms(api: tuple[FakeView, Event
     bucket = "clipfl_round_duration_seconds_bucket"
     assert m[(bucket, frozenset({("le", "0.25")}))] == 0
     assert m[(bucket, frozenset({("le", "0.5")}))] == 1
-    assert m[(bucket, frozenset({("le", "1")}))] == 2  # le is inclusive
-    assert m[(bucket, frozenset({("le", "10")}))] == 3 and m[(bucket, frozenset({("le", "+Inf")}))] == 3
+    assert m[(bucket, frozenset({("le", "1.0")}))] == 2  # le is inclusive
+    assert m[(bucket, frozenset({("le", "10.0")}))] == 3 and m[(bucket, frozenset({("le", "+Inf")}))] == 3
     assert m[("clipfl_round_duration_seconds_sum", none)] == pytest.approx(8.3)
     assert m[("clipfl_round_duration_seconds_count", none)] == 3
     share = frozenset({("stage", "share_keys")})
@@ -391,21 +391,59 @@ def test_metrics_started_late_are_seeded_from_the_rounds_and_stages_so_far() -> 
 @given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=50))
 def test_histogram_buckets_count_values_at_or_below_each_bound(values: list[float]) -> None:
     bounds = (0.5, 1.0, 10.0)
-    hist = Histogram(bounds)
-    for v in values:
-        hist.observe(v)
-    hist.observe(math.nan)
-    snap = hist.snapshot()
-    assert snap.cumulative == (*(sum(v <= b for v in values) for b in bounds), len(values))
-    assert snap.count == len(values) and snap.sum == pytest.approx(math.fsum(values))
+    view, bus = FakeView(), EventBus()
+    metrics = Metrics(view, bus, round_buckets=bounds)
+    for rnd, v in enumerate(values, start=1):
+        view.complete_round(bus, rnd, v)
+    for bad in (math.nan, math.inf, True, "3"):  # not finite numbers: not observed
+        bus.publish({"event": "round", "round": 0, "round_seconds": bad})
+    m = parse_exposition(metrics.render())
+    name = "clipfl_round_duration_seconds"
+    counts = [m[(f"{name}_bucket", frozenset({("le", le)}))] for le in ("0.5", "1.0", "10.0", "+Inf")]
+    assert counts == [*(sum(v <= b for v in values) for b in bounds), len(values)]
+    assert m[(f"{name}_count", frozenset())] == len(values)
+    assert m[(f"{name}_sum", frozenset())] == pytest.approx(math.fsum(values))
+    metrics.close()
 
 
-def test_format_value() -> None:
-    assert [format_value(v) for v in (3, 2.0, 0.25, math.inf, -math.inf, math.nan, 1e-5)] == [
-        "3", "2", "0.25", "+Inf", "-Inf", "NaN", "1e-05"
-    ]  # fmt: skip
-    with pytest.raises(ValueError):
-        Histogram([1.0, 1.0])
+async def test_two_servers_in_one_process_keep_their_own_metrics() -> None:
+    """Each app has its own registry: no duplicate-name clash, no sharing, the global registry untouched."""
+    from prometheus_client import REGISTRY
+
+    before = {m.name for m in REGISTRY.collect()}
+    (view_a, bus_a), (view_b, bus_b) = (FakeView(), EventBus()), (FakeView(), EventBus())
+    view_a.complete_round(bus_a, 1, 0.3)
+    view_b.totals["bytes_in"] = 99
+    async with serve_api(view_a, bus_a) as port_a, serve_api(view_b, bus_b) as port_b:
+        a = parse_exposition((await _get(f"http://127.0.0.1:{port_a}/metrics"))[2].decode())
+        b = parse_exposition((await _get(f"http://127.0.0.1:{port_b}/metrics"))[2].decode())
+    none: frozenset[tuple[str, str]] = frozenset()
+    assert a[("clipfl_round_duration_seconds_count", none)] == 1 and a[("clipfl_bytes_in_total", none)] == 0
+    assert b[("clipfl_round_duration_seconds_count", none)] == 0 and b[("clipfl_bytes_in_total", none)] == 99
+    assert {m.name for m in REGISTRY.collect()} == before
+
+
+def test_the_exposition_has_exactly_the_documented_families() -> None:
+    """Names and types as before the move to prometheus_client; no ``_created`` series added."""
+    view, bus = FakeView(), EventBus()
+    view.complete_round(bus, 1, 0.3)
+    bus.publish({"event": "stage", "round": 1, "stage": "unmasking", "seconds": 0.5})
+    text = Metrics(view, bus).render()
+    types = dict(line.split(" ")[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    assert types == {
+        "clipfl_rounds_completed_total": "counter",
+        "clipfl_round_duration_seconds": "histogram",
+        "clipfl_bytes_in_total": "counter",
+        "clipfl_bytes_out_total": "counter",
+        "clipfl_dropouts_total": "counter",
+        "clipfl_dropped_messages_total": "counter",
+        "clipfl_clients_connected": "gauge",
+        "clipfl_current_round": "gauge",
+        "clipfl_secagg_stage_seconds": "histogram",
+        "clipfl_events_dropped_total": "counter",
+        "clipfl_event_subscribers": "gauge",
+    }
+    assert "_created" not in text
 
 
 # ------------------------------------------------------------------------------------------ --http

@@ -20,9 +20,9 @@ import pytest
 
 import transports.curve as curve_mod
 from clipfl import keys
-from clipfl.errors import ConfigError
-from transports.base import ConnectionLost, PeerJoined, Received, ServerEvent
+from transports.base import PeerJoined, Received, ServerEvent
 from transports.curve import AllowList, CurveClient, CurveKeyPair, CurveServer, load_public_key
+from transports.errors import ConnectionLost, TransportConfigError
 from transports.zmq import ZmqClientTransport, ZmqServerTransport
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "heartbeat_timeout": 0.5}
@@ -85,12 +85,12 @@ def test_keys_cli_writes_certificates_and_never_replaces_one_silently(
 
 
 def test_a_public_certificate_is_not_accepted_as_a_key_pair(pki: Path) -> None:
-    with pytest.raises(ConfigError, match="only a public key"):
+    with pytest.raises(TransportConfigError, match="only a public key"):
         CurveKeyPair.load(pki / "server" / "server.key")
     (pki / "junk.key").write_text("not a certificate\n")
-    with pytest.raises(ConfigError):
+    with pytest.raises(TransportConfigError):
         load_public_key(pki / "junk.key")
-    with pytest.raises(ConfigError, match="not a directory"):
+    with pytest.raises(TransportConfigError, match="not a directory"):
         CurveServer.from_files(pki / "server" / "server.key_secret", pki / "missing")
 
 

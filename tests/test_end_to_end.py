@@ -115,7 +115,7 @@ def test_launcher_reads_a_toml_config_and_flags_win(tmp_path: Path) -> None:
 def test_network_stragglers_behind_real_tc_caps(tmp_path: Path) -> None:
     """The launcher builds a namespace per client with tbf caps (root only), and tears it down."""
     from clipfl.errors import ConfigError
-    from transports.tc import require_root_netns
+    from clipfl.shaping import require_root_netns
 
     try:
         require_root_netns()

@@ -284,7 +284,7 @@ def test_main_reports_a_bad_scenario_in_one_line(tmp_path: Path, capsys: pytest.
 
 
 def test_shaping_is_tc_only_with_namespaces() -> None:
-    from transports.tc import require_root_netns
+    from clipfl.shaping import require_root_netns
 
     try:
         require_root_netns()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipfl.errors import ConfigError
+from transports.errors import TransportConfigError
 from transports.ratelimit import ETHERNET_FRAME_BYTES, TokenBucket, default_burst_bytes, tcp_wire_bytes
 
 
@@ -62,7 +62,7 @@ dyadic_times = st.integers(min_value=0, max_value=2**16).map(lambda t: t / 1024)
 def test_default_burst_is_four_frames_at_low_rates_and_a_250hz_tick_at_high_rates() -> None:
     assert default_burst_bytes(2_000_000) == 4 * ETHERNET_FRAME_BYTES
     assert default_burst_bytes(10_000_000_000) == 10_000_000_000 // 8 // 250
-    with pytest.raises(ConfigError):
+    with pytest.raises(TransportConfigError):
         default_burst_bytes(0)
 
 
@@ -74,7 +74,7 @@ def test_tcp_wire_bytes_counts_one_ethernet_frame_per_segment() -> None:
         1449 + 132,
         1514 * 1000,
     ]
-    with pytest.raises(ConfigError):
+    with pytest.raises(TransportConfigError):
         tcp_wire_bytes(-1)
 
 
@@ -120,7 +120,7 @@ def test_unlimited_never_waits_but_still_counts() -> None:
     [(0, None, 1), (-8, None, 1), (8000, 0, 1), (8000, -1, 1), (8000, None, -1), (1.5, None, 1)],
 )
 def test_invalid_settings_and_sizes_are_config_errors(rate: object, burst: int | None, size: int) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(TransportConfigError):
         TokenBucket(rate, burst, clock=FakeClock()).reserve(size)  # type: ignore[arg-type]
 
 

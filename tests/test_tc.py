@@ -24,9 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipfl.errors import ConfigError
-from transports import tc
-from transports.ratelimit import default_burst_bytes
-from transports.tc import (
+from clipfl.shaping import (
     BENCH_RANGE,
     REQUIRE_MESSAGE,
     Bench,
@@ -34,15 +32,20 @@ from transports.tc import (
     LinkSpec,
     allocate_subnet,
     cleanup_stale,
+    commands,
     format_rate,
     network_bench,
     network_bench_async,
     new_run_id,
+    ownership,
     parse_rate,
     require_root_netns,
     shape_own_interface,
+    signals,
     tbf_argv,
 )
+from clipfl.shaping import bench as bench_mod
+from transports.ratelimit import default_burst_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60  # seconds, for every subprocess and socket of these tests
@@ -266,7 +269,7 @@ def test_a_bench_builds_namespaces_links_addresses_and_caps(netns: None) -> None
         ).stdout
         assert [r["dst"] for r in json.loads(routes)] == [bench.network]
     assert leftovers(run_id) == []
-    assert not (tc.STATE_DIR / f"{run_id}.owner").exists()
+    assert not (ownership.STATE_DIR / f"{run_id}.owner").exists()
 
 
 # A client that runs inside a namespace: upload sends N bytes and waits for the server's one-byte
@@ -277,7 +280,7 @@ CLIENT = textwrap.dedent(
     mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     shape = sys.argv[5:]
     if shape:
-        from transports.tc import interface_towards, shape_own_interface
+        from clipfl.shaping import interface_towards, shape_own_interface
         shape_own_interface(interface_towards(host), int(shape[0]) or None, int(shape[1]) or None)
     s = socket.create_connection((host, port), timeout=60)
     t0 = time.monotonic()
@@ -449,7 +452,7 @@ async def test_the_async_bench_tears_down_on_exit_and_on_cancellation(netns: Non
 
 def test_interrupts_during_a_build_or_teardown_step_are_held_until_the_step_is_done() -> None:
     steps = []
-    with pytest.raises(KeyboardInterrupt), tc._signals_deferred():
+    with pytest.raises(KeyboardInterrupt), signals.signals_deferred():
         signal.raise_signal(signal.SIGINT)
         steps.append("finished the step")
     assert steps == ["finished the step"]
@@ -459,7 +462,7 @@ def test_interrupts_during_a_build_or_teardown_step_are_held_until_the_step_is_d
 def test_sigterm_becomes_system_exit_once_while_a_bench_is_open() -> None:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("this test runner handles SIGTERM itself")
-    with tc._sigterm_raises_system_exit(True):
+    with signals.sigterm_raises_system_exit(True):
         with pytest.raises(SystemExit) as exit_info:
             signal.raise_signal(signal.SIGTERM)
         assert exit_info.value.code == 128 + signal.SIGTERM
@@ -473,13 +476,13 @@ def test_an_interrupt_in_the_middle_of_the_build_still_tears_everything_down(
 ) -> None:
     """Ctrl-C between two ip commands: the build completes, then the interrupt unwinds through the
     teardown instead of leaving half a bench behind."""
-    real_tbf_argv = tc.tbf_argv
+    real_tbf_argv = bench_mod.tbf_argv
 
     def interrupted(rate_bps: int) -> list[str]:
         signal.raise_signal(signal.SIGINT)
         return real_tbf_argv(rate_bps)
 
-    monkeypatch.setattr(tc, "tbf_argv", interrupted)
+    monkeypatch.setattr(bench_mod, "tbf_argv", interrupted)
     run_id = new_run_id()
     entered = False
     with pytest.raises(KeyboardInterrupt), network_bench(run_id, [LinkSpec(upload_bps=CAP)] * 3):
@@ -491,7 +494,7 @@ def test_an_interrupt_in_the_middle_of_the_build_still_tears_everything_down(
 HOLDER = textwrap.dedent(
     """
     import subprocess, sys, time, asyncio
-    from transports.tc import LinkSpec, network_bench, network_bench_async
+    from clipfl.shaping import LinkSpec, network_bench, network_bench_async
     run_id, kind = sys.argv[1], sys.argv[2]
 
     def start(bench):
@@ -539,7 +542,7 @@ def test_an_interrupted_holder_still_tears_down_and_ends_its_namespaces_processe
             holder.wait(TIMEOUT)
     assert holder.returncode != 0
     assert leftovers(run_id) == []
-    assert not (tc.STATE_DIR / f"{run_id}.owner").exists()
+    assert not (ownership.STATE_DIR / f"{run_id}.owner").exists()
     assert _gone(sleeper)
 
 
@@ -560,13 +563,13 @@ def _gone(pid: int) -> bool:
 @pytest.fixture(autouse=True)
 def _no_stray_probes() -> Iterator[None]:
     yield
-    assert not any(n.startswith(f"clipfl-probe{os.getpid()}") for n in tc._namespaces())
+    assert not any(n.startswith(f"clipfl-probe{os.getpid()}") for n in commands.namespaces())
 
 
 def test_without_root_the_bench_and_own_shaping_are_refused_with_the_one_line_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(tc.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(commands.os, "geteuid", lambda: 1000)
     for attempt in (
         require_root_netns,
         lambda: network_bench(new_run_id(), [LinkSpec()]).__enter__(),

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from transports.base import ClientTransport, ConnectionLost, PeerJoined, PeerLeft, Received, ServerTransport
+from transports.base import ClientTransport, PeerJoined, PeerLeft, Received, ServerTransport
+from transports.errors import ConnectionLost
 from transports.memory import MemoryHub
 from transports.zmq import ZmqClientTransport, ZmqServerTransport
 

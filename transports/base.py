@@ -5,7 +5,7 @@ A server transport binds one address and turns the network into a stream of even
 and sends and receives multipart messages. Both are async context managers. Liveness is the
 transport's job: heartbeats flow underneath the application's messages, a silent peer becomes
 ``PeerLeft`` on the server within ``heartbeat_timeout``, and a silent server makes a client's
-``recv`` raise ``ConnectionLost``.
+``recv`` raise ``ConnectionLost`` (see ``transports.errors``).
 
 Implementations: ``transports.zmq`` (ROUTER/DEALER over TCP, the real one) and
 ``transports.memory`` (asyncio queues, for fast tests). Only ``transports/zmq.py`` imports zmq.
@@ -21,14 +21,12 @@ from typing import Any, Self
 
 __all__ = [
     "ClientTransport",
-    "ConnectionLost",
     "Frame",
     "PeerJoined",
     "PeerLeft",
     "Received",
     "ServerEvent",
     "ServerTransport",
-    "TransportError",
     "TransportStatistics",
     "frames_nbytes",
 ]
@@ -41,14 +39,6 @@ def frames_nbytes(frames: Sequence[Any]) -> int:
     """The payload size of a multipart message (any objects with the buffer protocol, zmq frames
     included): what the byte counters and the rate limits count."""
     return sum(memoryview(f).nbytes for f in frames)
-
-
-class TransportError(Exception):
-    """The transport failed (could not bind, connect or send)."""
-
-
-class ConnectionLost(TransportError):
-    """The other side went silent past the heartbeat timeout, or the transport was closed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ CurveZMQ (ZeroMQ's CurveCP handshake, Curve25519 + XSalsa20-Poly1305) encrypts a
 each connection. The server holds one key pair and hands its *public* key to the clients out of band;
 every client has its own key pair, and the server admits a client only when the client's public key
 is in an allow-list directory (one ``NAME.key`` certificate per allowed client, the format of
-``zmq.auth.create_certificates``, which ``python -m clipfl.keys`` writes).
+``zmq.auth.create_certificates``).
 
 Admission is decided during the handshake by a ZAP handler (ZeroMQ's authentication protocol, RFC 27)
 running on the server's event loop: a refused client never completes the handshake, so the ROUTER
@@ -32,7 +32,7 @@ import zmq
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from clipfl.errors import ConfigError
+from transports.errors import TransportConfigError
 
 __all__ = [
     "ZAP_DOMAIN",
@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger("transports.curve")
 
-ZAP_DOMAIN = "clipfl"
+ZAP_DOMAIN = "transports.curve"  # server-local: ties the server sockets to their ZAP handler
 # Distinct refused keys remembered for "log once": past this, refusals are only counted.
 MAX_REMEMBERED_REFUSALS = 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -68,9 +68,8 @@ class CurveKeyPair:
         """Read a ``*.key_secret`` certificate (it holds both keys)."""
         public, secret = _load_certificate(secret_file)
         if secret is None:
-            raise ConfigError(
-                f"{secret_file} holds only a public key; pass the matching .key_secret file "
-                "(made by python -m clipfl.keys)"
+            raise TransportConfigError(
+                f"{secret_file} holds only a public key; pass the matching .key_secret file"
             )
         return cls(public, secret)
 
@@ -79,9 +78,9 @@ def _load_certificate(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read a CurveZMQ certificate from {path}: {exc}") from exc
+        raise TransportConfigError(f"cannot read a CurveZMQ certificate from {path}: {exc}") from exc
     if len(public) != 40 or (secret is not None and len(secret) != 40):
-        raise ConfigError(f"{path} is not a CurveZMQ certificate (keys must be 40 Z85 characters)")
+        raise TransportConfigError(f"{path} is not a CurveZMQ certificate (keys must be 40 Z85 characters)")
     return public, secret
 
 
@@ -95,11 +94,13 @@ def create_key_pair(
 ) -> tuple[Path, Path]:
     """Write ``NAME.key`` (public, to share) and ``NAME.key_secret`` (owner-only) in ``directory``."""
     if not _NAME.match(name):
-        raise ConfigError(f"key name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+        raise TransportConfigError(f"key name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
     folder = Path(directory)
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
     if not overwrite and (public.exists() or secret.exists()):
-        raise ConfigError(f"{public} or {secret} already exists; refusing to replace a key (use --force)")
+        raise TransportConfigError(
+            f"{public} or {secret} already exists; refusing to replace a key (use --force)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     old_umask = os.umask(0o077)  # the secret file must never exist with wider permissions, even briefly
     try:
@@ -129,7 +130,7 @@ class AllowList:
     def reload(self) -> int:
         """Re-read the directory; return how many keys are allowed."""
         if not self.directory.is_dir():
-            raise ConfigError(f"allow-list {self.directory} is not a directory of client .key files")
+            raise TransportConfigError(f"allow-list {self.directory} is not a directory of client .key files")
         keys = set()
         for path in sorted(self.directory.iterdir()):
             if path.suffix in (".key", ".key_secret") and path.is_file():

@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from transports.errors import TransportConfigError
+
 __all__ = ["Liveness"]
 
 K = TypeVar("K", bound=Hashable)
@@ -19,7 +21,7 @@ K = TypeVar("K", bound=Hashable)
 class Liveness(Generic[K]):
     def __init__(self, timeout: float, on_expire: Callable[[K], None]) -> None:
         if timeout <= 0:
-            raise ValueError("liveness timeout must be positive")
+            raise TransportConfigError(f"liveness timeout must be positive, got {timeout!r} s")
         self._timeout = timeout
         self._on_expire = on_expire
         self._last_seen: dict[K, float] = {}

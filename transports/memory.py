@@ -13,17 +13,16 @@ from collections.abc import Sequence
 
 from transports.base import (
     ClientTransport,
-    ConnectionLost,
     Frame,
     PeerJoined,
     PeerLeft,
     Received,
     ServerEvent,
     ServerTransport,
-    TransportError,
     TransportStatistics,
     frames_nbytes,
 )
+from transports.errors import ConnectionLost, TransportError
 
 __all__ = ["MemoryClientTransport", "MemoryHub", "MemoryServerTransport"]
 

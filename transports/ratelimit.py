@@ -1,9 +1,10 @@
 """An asyncio token bucket with the semantics of Linux's ``tbf`` qdisc, for ``--shape app``.
 
-When clipfl cannot use real traffic control (no root, no network namespaces), the transport caps a
-client's upload and download itself: before a message of ``n`` bytes leaves (or after it arrives and
-before it is handed on), the transport awaits ``bucket.wait_consume(n)``. The caps must mean the same
-thing as the tc caps of :mod:`transports.tc`, so the bucket follows ``tbf``:
+When an application cannot use real traffic control (no root, no network namespaces), the transport
+caps a client's upload and download itself: before a message of ``n`` bytes leaves (or after it
+arrives and before it is handed on), the transport awaits ``bucket.wait_consume(n)``. The caps must
+mean the same thing as the caps of Linux's ``tbf`` qdisc (which an emulator may apply instead), so the
+bucket follows ``tbf``:
 
 * tokens are bytes; they accrue at ``rate_bps / 8`` per second up to ``burst_bytes``;
 * a message of ``n <= burst`` bytes waits until the bucket holds ``n`` tokens, then takes them;
@@ -21,7 +22,7 @@ Charging ``n`` bytes moves it ``n / rate`` later, and the message may leave once
 no clamping, no drift, and a waiter's delay is known the moment it arrives, so tests compute waits
 from an injected clock and never measure sleeps.
 
-The bucket serves one event loop and is not thread-safe (nothing in clipfl shares it across threads).
+The bucket serves one event loop and is not thread-safe (no transport shares it across threads).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from clipfl.errors import ConfigError
+from transports.errors import TransportConfigError
 
 __all__ = [
     "BucketStatistics",
@@ -53,14 +54,14 @@ _MIN_BURST_FRAMES = 4
 
 
 def default_burst_bytes(rate_bps: int) -> int:
-    """The bucket size that clipfl uses for a rate, in tc and in the app limiter alike.
+    """The bucket size for a rate, in the app limiter and in any tbf qdisc that must agree with it.
 
     ``max(rate / 250 Hz, 4 Ethernet frames)``: large enough for tbf to reach its rate on a 250 Hz
     kernel, small enough that the free burst is a negligible part of any model transfer (6 KB, or
     4 ms of traffic at high rates).
     """
     if rate_bps <= 0:
-        raise ConfigError(f"rate must be positive, got {rate_bps} bit/s")
+        raise TransportConfigError(f"rate must be positive, got {rate_bps} bit/s")
     return max(math.ceil(rate_bps / 8 / _COARSEST_HZ), _MIN_BURST_FRAMES * ETHERNET_FRAME_BYTES)
 
 
@@ -73,7 +74,7 @@ def tcp_wire_bytes(payload_bytes: int) -> int:
     takes 2.08 s, where 1 MB of payload alone would take 2.00 s).
     """
     if payload_bytes < 0:
-        raise ConfigError(f"payload size must be non-negative, got {payload_bytes}")
+        raise TransportConfigError(f"payload size must be non-negative, got {payload_bytes}")
     segments = -(-payload_bytes // TCP_MSS_BYTES)
     return payload_bytes + segments * (ETHERNET_FRAME_BYTES - TCP_MSS_BYTES)
 
@@ -123,13 +124,13 @@ class TokenBucket:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate_bps is not None and (not isinstance(rate_bps, int) or isinstance(rate_bps, bool)):
-            raise ConfigError(f"rate must be an integer number of bit/s or None, got {rate_bps!r}")
+            raise TransportConfigError(f"rate must be an integer number of bit/s or None, got {rate_bps!r}")
         if rate_bps is not None and rate_bps <= 0:
-            raise ConfigError(f"rate must be positive (None means unlimited), got {rate_bps} bit/s")
+            raise TransportConfigError(f"rate must be positive (None means unlimited), got {rate_bps} bit/s")
         if burst_bytes is None:
             burst_bytes = default_burst_bytes(rate_bps) if rate_bps is not None else 0
         elif burst_bytes <= 0:
-            raise ConfigError(f"burst must be positive, got {burst_bytes} bytes")
+            raise TransportConfigError(f"burst must be positive, got {burst_bytes} bytes")
         self._rate_bps = rate_bps
         self._burst_bytes = burst_bytes
         self._clock = clock if clock is not None else _loop_time
@@ -159,7 +160,7 @@ class TokenBucket:
         the returned delay. Reservations are served in call order (FIFO), as tbf serves packets.
         """
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            raise ConfigError(f"message size must be a non-negative integer, got {nbytes!r}")
+            raise TransportConfigError(f"message size must be a non-negative integer, got {nbytes!r}")
         self._messages += 1
         self._bytes_consumed += nbytes
         if self._rate_bps is None:

@@ -1,7 +1,7 @@
 """ZeroMQ transport: ROUTER on the server, DEALER on each client, driven by ``zmq.asyncio``.
 
-The only module of clipfl that imports zmq (with ``transports.curve``, its CurveZMQ part); zmq errors
-become ``TransportError`` here.
+The only module that imports zmq (with ``transports.curve``, its CurveZMQ part); zmq errors become
+``TransportError`` (``transports.errors``) here.
 
 - Large frames are sent with ``copy=False`` (pyzmq copies frames under its ``copy_threshold``
   itself, where copying is cheaper than tracking).
@@ -29,17 +29,16 @@ import zmq.asyncio
 
 from transports.base import (
     ClientTransport,
-    ConnectionLost,
     Frame,
     PeerJoined,
     PeerLeft,
     Received,
     ServerEvent,
     ServerTransport,
-    TransportError,
     TransportStatistics,
     frames_nbytes,
 )
+from transports.errors import ConnectionLost, TransportConfigError, TransportError
 from transports.liveness import Liveness
 from transports.ratelimit import TokenBucket, tcp_wire_bytes
 
@@ -50,7 +49,8 @@ __all__ = ["HEARTBEAT", "ZmqClientTransport", "ZmqServerTransport"]
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = b"\x00clipfl-heartbeat"
+# One frame starting with a zero byte, which no msgpack map (the application's messages) starts with.
+HEARTBEAT = b"\x00heartbeat"
 
 
 class _Counters:
@@ -214,7 +214,10 @@ class ZmqClientTransport(ClientTransport):
         curve: CurveClient | None = None,
     ) -> None:
         if heartbeat_interval <= 0 or heartbeat_timeout <= heartbeat_interval:
-            raise ValueError("need 0 < heartbeat_interval < heartbeat_timeout")
+            raise TransportConfigError(
+                "need 0 < heartbeat_interval < heartbeat_timeout, "
+                f"got {heartbeat_interval:g} s and {heartbeat_timeout:g} s"
+            )
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._high_water_mark = high_water_mark

@@ -16,7 +16,8 @@ from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags,
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.rundir import RunDir
 from clipfl.trainer import client_data
-from transports.base import ClientTransport, ConnectionLost
+from transports.base import ClientTransport
+from transports.errors import ConnectionLost, TransportConfigError
 
 __all__ = ["build_parser", "main", "transport_factory"]
 
@@ -27,7 +28,7 @@ def transport_factory(config: ClientConfig, curve: Any = None) -> Callable[[], C
     ``tc`` shapes this process's own network interface once (root, inside a clipfl namespace);
     ``app`` paces the transport with token buckets of the same semantics.
     """
-    from transports.tc import LinkSpec
+    from clipfl.shaping import LinkSpec
     from transports.zmq import ZmqClientTransport
 
     link = LinkSpec.parse(config.upload_rate, config.download_rate)
@@ -35,7 +36,7 @@ def transport_factory(config: ClientConfig, curve: Any = None) -> Callable[[], C
     if not app and (link.upload_bps or link.download_bps):
         from urllib.parse import urlsplit
 
-        from transports.tc import interface_towards, require_root_netns, shape_own_interface
+        from clipfl.shaping import interface_towards, require_root_netns, shape_own_interface
 
         require_root_netns()
         host = urlsplit(config.server).hostname or ""
@@ -84,14 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.curve_secret or args.curve_server_key:
             if not (args.curve_secret and args.curve_server_key):
                 raise ConfigError("CurveZMQ needs both --curve-secret and --curve-server-key")
-            from transports.curve import CurveClient
+            from clipfl.keys import load_curve_client
 
-            curve = CurveClient.from_files(args.curve_secret, args.curve_server_key)
+            curve = load_curve_client(args.curve_secret, args.curve_server_key)
         factory = transport_factory(config, curve)
 
         client = Client(run, config, client_data(run, config.client_id), factory, run_dir=run_dir)
         asyncio.run(client.run())
-    except ClipflError as exc:
+    except (ClipflError, TransportConfigError) as exc:
         print(f"clipfl.client: error: {exc}", file=sys.stderr)
         return 2
     except ConnectionLost as exc:

@@ -21,7 +21,8 @@ from clipfl.errors import ConfigError, RemoteProtocolError
 from clipfl.rundir import RunDir
 from clipfl.trainer import ClientData, LocalTrainer
 from clipfl.wire import Message, decode, encode
-from transports.base import ClientTransport, ConnectionLost, TransportError, frames_nbytes
+from transports.base import ClientTransport, frames_nbytes
+from transports.errors import ConnectionLost, TransportError
 
 __all__ = ["Client"]
 

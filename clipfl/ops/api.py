@@ -4,7 +4,7 @@
     GET /api/status     the federation now (``ServerView.status``)
     GET /api/rounds     the metrics rows so far; ``?since=R`` keeps rounds after R
     GET /api/events     server-sent events: a ``snapshot`` first, then ``round``, ``stage``, ``status``...
-    GET /metrics        Prometheus text format
+    GET /metrics        Prometheus text format (or OpenMetrics, as the scraper asks), by prometheus_client
     GET /healthz        liveness probe
 
 Why it cannot slow the round loop: every handler reads in-memory snapshots through ``ServerView``
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from clipfl.errors import ConfigError
 from clipfl.ops.events import Event, EventBus, Subscription
-from clipfl.ops.prometheus import CONTENT_TYPE, Metrics
+from clipfl.ops.prometheus import Metrics
 from clipfl.ops.view import ServerView
 
 __all__ = ["KEEPALIVE_SECONDS", "jsonable", "make_app", "parse_http_address", "serve_api", "start_api"]
@@ -101,10 +102,6 @@ async def _rounds(request: web.Request) -> web.Response:
             raise web.HTTPBadRequest(reason=f"since must be an integer round number, got {since!r}") from None
         rows = [r for r in rows if isinstance(r.get("round"), int) and r["round"] > after]
     return _json(rows)
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[_METRICS].render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -213,14 +210,14 @@ def make_app(view: ServerView, bus: EventBus) -> web.Application:
     app = web.Application(middlewares=[_json_errors])
     app[_VIEW] = view
     app[_BUS] = bus
-    app[_METRICS] = Metrics(view, bus)
+    metrics = app[_METRICS] = Metrics(view, bus)
     streams: set[Subscription] = set()
     app[_STREAMS] = streams
     app.router.add_get("/", _index)
     app.router.add_get("/api/status", _status)
     app.router.add_get("/api/rounds", _rounds)
     app.router.add_get("/api/events", _events)
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/healthz", _healthz)
     app.router.add_static("/static/", _STATIC, follow_symlinks=False, show_index=False)
     app.on_response_prepare.append(_headers)

@@ -19,6 +19,7 @@ from clipfl.config import RunConfig, add_flags, load_toml, run_config
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.rundir import Checkpoint, RunDir, load_checkpoint
 from clipfl.server.driver import Server
+from transports.errors import TransportConfigError
 
 __all__ = ["build_parser", "main", "run_server"]
 
@@ -130,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.curve_secret or args.curve_allow:
             if not (args.curve_secret and args.curve_allow):
                 raise ConfigError("CurveZMQ needs both --curve-secret and --curve-allow")
-            from transports.curve import CurveServer
+            from clipfl.keys import load_curve_server
 
-            curve = CurveServer.from_files(args.curve_secret, args.curve_allow)
+            curve = load_curve_server(args.curve_secret, args.curve_allow)
         summary = asyncio.run(
             run_server(
                 config,
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 resume=resume,
             )
         )
-    except ClipflError as exc:
+    except (ClipflError, TransportConfigError) as exc:
         print(f"clipfl.server: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
