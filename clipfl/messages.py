@@ -46,6 +46,7 @@ from clipfl.wire import message
 
 __all__ = [
     "SECAGG_MESSAGES",
+    "TOKEN_BYTES",
     "FitIns",
     "FitRes",
     "NotRegistered",
@@ -57,6 +58,9 @@ __all__ = [
     "TimingRelay",
     "Welcome",
 ]
+
+TOKEN_BYTES = 32
+"""Session tokens are 256 random bits (``secrets.token_bytes``)."""
 
 SECAGG_MESSAGES: tuple[type, ...] = (
     RoundSetup,
@@ -107,27 +111,43 @@ def _float_state(state: dict[str, np.ndarray], what: str) -> None:
 @message("register")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Register:
-    """A client asks to join: who it is, how much data it holds, what it can do."""
+    """A client asks to join: who it is, how much data it holds, what it can do.
+
+    ``token`` is the session token of an earlier ``Welcome`` (None the first time): the proof that
+    a client reconnecting while its old connection still looks alive is the same client.
+    """
 
     client_id: int
     num_samples: int
     dataset: str
     capabilities: list[str] = field(default_factory=list)
+    token: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.client_id < 0:
             raise ValueError(f"client_id must be >= 0, got {self.client_id}")
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.token is not None and len(self.token) != TOKEN_BYTES:
+            raise ValueError(f"a session token has {TOKEN_BYTES} bytes, got {len(self.token)}")
 
 
 @message("welcome")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Welcome:
-    """The server admits a client and tells it the run's settings (model, secure aggregation, ...)."""
+    """The server admits a client and tells it the run's settings (model, secure aggregation, ...).
+
+    ``token`` is a secret of this client's session: only a ``Register`` that carries it may take the
+    client's id over from a connection the server still holds.
+    """
 
     client_id: int
     settings: RunSettings
+    token: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.token) != TOKEN_BYTES:
+            raise ValueError(f"a session token has {TOKEN_BYTES} bytes, got {len(self.token)}")
 
 
 @message("reject")

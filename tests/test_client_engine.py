@@ -63,7 +63,7 @@ def _round(
 def test_the_round_is_timed_from_the_messages_times() -> None:
     config = RunConfig(clients=5, mitigation="clip")
     engine = _engine(config)
-    engine.receive(Welcome(client_id=0, settings=config.run_settings()), 0.0)
+    engine.receive(Welcome(client_id=0, token=bytes(32), settings=config.run_settings()), 0.0)
     _, row = _round(engine, config, 1, 100.0, 5.0, None)
     assert (row["download_seconds"], row["fit_seconds"], row["upload_seconds"]) == (1.0, 5.0, 1.0)
     assert row["round"] == 1 and row["bytes_down"] == 0
@@ -73,7 +73,7 @@ def test_a_deadline_announced_by_the_server_caps_the_round_target() -> None:
     """DESIGN 5.2: T* is capped by the server's deadline (the bug: nothing wired it)."""
     config = RunConfig(clients=5, mitigation="clip")
     engine = _engine(config)
-    engine.receive(Welcome(client_id=0, settings=config.run_settings()), 0.0)
+    engine.receive(Welcome(client_id=0, token=bytes(32), settings=config.run_settings()), 0.0)
     _round(engine, config, 1, 0.0, 8.0, None)  # 10 s in total, as fast as its peers
     job, row = _round(engine, config, 2, 20.0, 8.0, None)
     assert job.sub is None and not row["straggler"] and row["target_seconds"] == 10.0
@@ -85,7 +85,7 @@ def test_a_deadline_announced_by_the_server_caps_the_round_target() -> None:
 def test_straggler_fraction_zero_reaches_the_planner() -> None:
     config = RunConfig(clients=5, mitigation="clip", straggler_fraction=0.0)
     engine = _engine(config)
-    engine.receive(Welcome(client_id=0, settings=config.run_settings()), 0.0)
+    engine.receive(Welcome(client_id=0, token=bytes(32), settings=config.run_settings()), 0.0)
     for rnd in (1, 2, 3):
         job, row = _round(engine, config, rnd, 20.0 * rnd, 30.0, None)  # 3x slower than every peer
         assert job.sub is None and not row["straggler"]
@@ -96,9 +96,11 @@ def test_a_server_announcing_other_secure_aggregation_is_refused() -> None:
     engine = _engine(mine)
     weaker = RunConfig(clients=5, secagg="secagg+", secagg_threshold=2).run_settings()
     with pytest.raises(ConfigError, match="secure aggregation"):
-        engine.receive(Welcome(client_id=0, settings=weaker), 0.0)
+        engine.receive(Welcome(client_id=0, token=bytes(32), settings=weaker), 0.0)
     with pytest.raises(ConfigError, match="secure aggregation"):
-        engine.receive(Welcome(client_id=0, settings=RunConfig(clients=5).run_settings()), 0.0)
+        engine.receive(
+            Welcome(client_id=0, token=bytes(32), settings=RunConfig(clients=5).run_settings()), 0.0
+        )
 
 
 def test_shutdown_ends_the_run() -> None:

@@ -66,7 +66,7 @@ train_settings = st.builds(
 
 @given(settings=run_settings())
 def test_every_run_setting_survives_the_wire(settings: RunSettings) -> None:
-    back = decode(encode(Welcome(client_id=3, settings=settings)))
+    back = decode(encode(Welcome(client_id=3, token=bytes(32), settings=settings)))
     assert back.settings == settings
 
 
@@ -106,7 +106,9 @@ def test_every_fit_setting_survives_the_wire(
 
 
 def _welcome_envelope(**changes: object) -> list[bytes]:
-    frames = encode(Welcome(client_id=0, settings=RunConfig(secagg="secagg+").run_settings()))
+    frames = encode(
+        Welcome(client_id=0, token=bytes(32), settings=RunConfig(secagg="secagg+").run_settings())
+    )
     envelope = msgpack.unpackb(frames[0])
     envelope["f"]["settings"].update(changes)
     return [msgpack.packb(envelope)]
@@ -118,7 +120,7 @@ def test_a_setting_the_receiver_does_not_know_is_refused() -> None:
 
 
 def test_a_missing_setting_is_refused_not_defaulted() -> None:
-    frames = encode(Welcome(client_id=0, settings=RunConfig().run_settings()))
+    frames = encode(Welcome(client_id=0, token=bytes(32), settings=RunConfig().run_settings()))
     envelope = msgpack.unpackb(frames[0])
     del envelope["f"]["settings"]["straggler_fraction"]
     with pytest.raises(RemoteProtocolError, match="straggler_fraction"):

@@ -219,7 +219,7 @@ def test_constructor_validation_becomes_remote_protocol_error() -> None:
     env = {
         "v": PROTOCOL_VERSION,
         "t": "register",
-        "f": {"client_id": -1, "num_samples": 3, "dataset": "digits", "capabilities": []},
+        "f": {"client_id": -1, "num_samples": 3, "dataset": "digits", "capabilities": [], "token": None},
         "x": [],
     }
     with pytest.raises(RemoteProtocolError, match="client_id"):
@@ -245,6 +245,6 @@ def test_small_messages_round_trip() -> None:
     for msg in (
         Receipt(round=4),
         Register(client_id=2, num_samples=9, dataset="digits", capabilities=["a"]),
-        Welcome(client_id=1, settings=RunConfig(secagg="secagg+").run_settings()),
+        Welcome(client_id=1, token=bytes(32), settings=RunConfig(secagg="secagg+").run_settings()),
     ):
         assert decode(encode(msg)) == msg

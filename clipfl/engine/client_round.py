@@ -101,6 +101,7 @@ class ClientEngine:
         self._fit: FitJob | None = None
         self._fit_codec: CodecParams | None = None
         self._rows: list[dict[str, Any]] = []
+        self._token: bytes | None = None
 
     @property
     def welcomed(self) -> bool:
@@ -118,6 +119,7 @@ class ClientEngine:
             num_samples=self.num_samples,
             dataset=self._run.dataset,
             capabilities=["fedavg"],
+            token=self._token,
         )
 
     # ------------------------------------------------------------------------------ receiving
@@ -160,6 +162,7 @@ class ClientEngine:
                 f"{self._secagg}: start the client with the server's --secagg settings"
             )
         self.settings = settings
+        self._token = msg.token
         if settings.model != self.trainer.model_name:
             self.trainer = LocalTrainer(self.trainer.data, settings.model)
             self.needs_warm_up = True

@@ -36,7 +36,7 @@ from clipfl.rundir import Checkpoint, RunDir
 from clipfl.server.sessions import Sessions
 from clipfl.trainer import Evaluator
 from clipfl.wire import Limits, Message, decode, encode
-from transports.base import PeerJoined, PeerLeft, Received, ServerTransport
+from transports.base import PeerJoined, PeerLeft, Received, ServerEvent, ServerTransport
 
 __all__ = ["Server"]
 
@@ -91,12 +91,23 @@ class Server:
     async def _receive_forever(self) -> None:
         while True:
             event = await self.transport.recv()
-            if isinstance(event, Received):
-                await self._on_frames(event.peer, event.frames)
-            elif isinstance(event, PeerLeft):
-                await self._on_peer_left(event.peer, event.reason)
-            elif isinstance(event, PeerJoined):
-                await self._on_peer_joined(event.peer)
+            try:
+                await self._handle(event)
+            except Exception as exc:  # one peer's message must never end the server: contain it
+                peer = getattr(event, "peer", b"")
+                log.error("message from peer %s raised %s: %s", peer.hex()[:16], type(exc).__name__, exc)
+                self.dropped_messages += 1
+                client_id = self.sessions.client_of(peer)
+                if client_id is not None and self._round is not None:
+                    await self._fail(client_id, f"its message raised {type(exc).__name__}")
+
+    async def _handle(self, event: ServerEvent) -> None:
+        if isinstance(event, Received):
+            await self._on_frames(event.peer, event.frames)
+        elif isinstance(event, PeerLeft):
+            await self._on_peer_left(event.peer, event.reason)
+        elif isinstance(event, PeerJoined):
+            await self._on_peer_joined(event.peer)
 
     async def _on_peer_joined(self, peer: bytes) -> None:
         """A connection this server does not know: ask it to register.
@@ -186,6 +197,11 @@ class Server:
                 f"client claims {msg.num_samples} samples, above this federation's cap of "
                 f"{self.settings.max_weight} (--max-weight)"
             )
+        elif not self.sessions.may_take(msg.client_id, peer, msg.token):
+            reason = (
+                f"client {msg.client_id} is connected on another connection and this registration "
+                "does not carry its session token; stop the other process or wait for it to time out"
+            )
         if reason is not None:
             log.warning("registration refused for %s: %s", peer.hex(), reason)
             await self.transport.send(peer, encode(Reject(reason=reason)))
@@ -199,7 +215,9 @@ class Server:
         if old_peer is not None and old_peer != peer:
             self.transport.disconnect(old_peer)
         log.info("client %d registered (%d samples)", msg.client_id, msg.num_samples)
-        await self.transport.send(peer, encode(Welcome(client_id=msg.client_id, settings=self.settings)))
+        token = self.sessions.token_of(msg.client_id)
+        welcome = Welcome(client_id=msg.client_id, settings=self.settings, token=token)
+        await self.transport.send(peer, encode(welcome))
         if len(self.sessions.connected()) >= c.clients:
             self._enough_clients.set()
 

@@ -2,14 +2,19 @@
 
 A connection (a transport peer) is bound to at most one client id, and an id to at most one
 connection. Binding a connection that already speaks for another id clears that id's session, so
-that no round ever waits for a client whose connection now answers to another name.
+that no round ever waits for a client whose connection now answers to another name. Each session
+has a secret token (sent in ``Welcome``); while an id's connection is alive, only a registration
+that carries the token may move the id to another connection (``may_take``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hmac
+import secrets
+from dataclasses import dataclass, field
 
 from clipfl.engine.update import ClientInfo
+from clipfl.messages import TOKEN_BYTES
 
 __all__ = ["ClientSession", "Sessions"]
 
@@ -18,6 +23,7 @@ __all__ = ["ClientSession", "Sessions"]
 class ClientSession:
     info: ClientInfo
     peer: bytes | None
+    token: bytes = field(default_factory=lambda: secrets.token_bytes(TOKEN_BYTES), repr=False)
 
 
 class Sessions:
@@ -31,6 +37,17 @@ class Sessions:
     def peer_of(self, client_id: int) -> bytes | None:
         session = self._by_id.get(client_id)
         return session.peer if session is not None else None
+
+    def may_take(self, client_id: int, peer: bytes, token: bytes | None) -> bool:
+        """Whether ``peer`` may register as ``client_id``: the id is free, not connected, already
+        this connection's, or the registration proves it is the same client with the session token."""
+        session = self._by_id.get(client_id)
+        if session is None or session.peer is None or session.peer == peer:
+            return True
+        return token is not None and hmac.compare_digest(token, session.token)
+
+    def token_of(self, client_id: int) -> bytes:
+        return self._by_id[client_id].token
 
     def bind(self, info: ClientInfo, peer: bytes) -> list[int]:
         """Bind ``peer`` to ``info.client_id``; return the ids whose sessions this ends.
@@ -48,7 +65,11 @@ class Sessions:
             self._by_id[old_id].peer = None
             ended.append(old_id)
         self._by_peer[peer] = info.client_id
-        self._by_id[info.client_id] = ClientSession(info, peer)
+        known = self._by_id.get(info.client_id)
+        if known is not None:  # the same client again: its token stays valid
+            known.info, known.peer = info, peer
+        else:
+            self._by_id[info.client_id] = ClientSession(info, peer)
         return ended
 
     def unbind(self, peer: bytes) -> int | None:
