@@ -91,6 +91,12 @@ async def run_server(
         if events:
             print(json.dumps(event, default=str), flush=True)
 
+    if curve is None:
+        log.warning(
+            "CurveZMQ is off: anyone who reaches %s can join as a new client and read the global model "
+            "(use --curve-secret and --curve-allow to admit only known clients)",
+            bind,
+        )
     transport = ZmqServerTransport(heartbeat_timeout=heartbeat_timeout, curve=curve)
     async with transport:
         server = Server(config, transport, run_dir=run_dir, on_event=emit, resume=resume)
