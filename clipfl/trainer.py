@@ -108,8 +108,7 @@ class LocalTrainer:
         x, y = self.data.x, self.data.y
         if sub is not None:
             result = fit(sub.module, x, y, settings, seed=seed)
-            inflated = sub.inflate()
-            return TrainOutput(result, inflated.delta, inflated.coverage > 0)
+            return TrainOutput(result, sub.inflate().delta, sub.layout.unit_mask(sub.kept))
         load_state(self.model, weights)
         result = fit(self.model, x, y, settings, seed=seed)
         delta = self.spec.flatten(state_of(self.model)) - self.spec.flatten(weights)
