@@ -117,3 +117,65 @@ async def test_the_memory_twin_rejects_as_zeromq_does(frames: list[bytes], reaso
     assert (rejected.frames, rejected.nbytes) == (len(frames), sum(map(len, frames)))
     assert isinstance(await server.recv(), Received)
     assert server.statistics().rejected_messages == 1
+
+
+# ----------------------------------------------------------------------- routing ids, no handover
+
+
+async def _received(server: ServerTransport, count: int) -> list[Received]:
+    got: list[Received] = []
+    while len(got) < count:
+        event = await server.recv()
+        if isinstance(event, Received):
+            got.append(event)
+    return got
+
+
+async def test_client_routing_ids_are_random_and_new_for_each_connection() -> None:
+    server = ZmqServerTransport(**FAST)
+    async with server, asyncio.timeout(20):
+        address = await server.bind("tcp://127.0.0.1:0")
+        ids = []
+        for _ in range(3):
+            async with ZmqClientTransport(**FAST) as client:
+                await client.connect(address)
+                await client.send([b"hi"])
+                (event,) = await _received(server, 1)
+                assert event.peer == client.routing_id
+                ids.append(event.peer)
+        assert len(set(ids)) == 3 and all(len(i) == 16 and i[0] != 0 for i in ids)
+
+
+async def test_an_impostor_with_a_clients_routing_id_cannot_take_over_its_connection() -> None:
+    """Issue 14, failure 2: with ROUTER_HANDOVER on, a DEALER that set a registered client's routing
+    id took over its connection and its poisoned update was aggregated."""
+    server = ZmqServerTransport(**FAST)
+    ctx = zmq.asyncio.Context()
+    impostor = ctx.socket(zmq.DEALER)
+    impostor.setsockopt(zmq.LINGER, 0)
+    try:
+        async with server, ZmqClientTransport(**FAST) as honest, asyncio.timeout(20):
+            address = await server.bind("tcp://127.0.0.1:0")
+            await honest.connect(address)
+            await honest.send([b"honest", b"1"])
+            (first,) = await _received(server, 1)
+            victim = first.peer
+            assert victim == honest.routing_id
+
+            impostor.setsockopt(zmq.ROUTING_ID, victim)
+            impostor.connect(address)
+            await asyncio.sleep(0.3)  # let the handshake finish: with handover it would now own the id
+            for i in range(5):
+                await impostor.send_multipart([b"evil", str(i).encode()])
+            await asyncio.sleep(0.3)
+            await honest.send([b"honest", b"2"])
+            (second,) = await _received(server, 1)  # the impostor's five messages never arrived
+            assert second.peer == victim and [bytes(f) for f in second.frames] == [b"honest", b"2"]
+            assert server.statistics().messages_in == 2
+
+            await server.send(victim, [b"for the honest client"])
+            assert [bytes(f) for f in await honest.recv()] == [b"for the honest client"]
+            assert await impostor.poll(300) == 0  # the impostor hears nothing meant for the victim
+    finally:
+        impostor.close(linger=0)
+        ctx.term()

@@ -19,7 +19,12 @@ become ``TransportError`` here.
   that completes the handshake can make libzmq hold one long multipart message per connection
   (measured: a 200-frame, 200 MiB message is resident before the first ``recv``, and freed as the
   frames are read and dropped). CurveZMQ with an allow-list keeps strangers from getting that far.
-- ``ROUTER_HANDOVER`` lets a client that reconnects with the same identity take its place.
+- Routing ids: each client connection takes a fresh random 16-byte routing id (``ROUTING_ID`` from
+  ``secrets``), so no one can predict a client's id, and the ROUTER runs without ``ROUTER_HANDOVER``,
+  so a second connection that presents an id already connected is refused by ZeroMQ: its messages
+  never reach the server, under that id or any other, and the original connection keeps its id. A
+  client that reconnects gets a new transport and so a new id, and registers again. (Without CurveZMQ
+  anyone who can read the traffic learns the id; the session token proves the client, not the id.)
 - CurveZMQ (``curve=``, see ``transports.curve``): encrypted connections, and on the server a ZAP
   handler that admits only allow-listed client keys.
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +62,16 @@ from transports.ratelimit import TokenBucket, tcp_wire_bytes
 if TYPE_CHECKING:
     from transports.curve import CurveClient, CurveGate, CurveServer
 
-__all__ = ["HEARTBEAT", "ZmqClientTransport", "ZmqServerTransport"]
+__all__ = ["HEARTBEAT", "ZmqClientTransport", "ZmqServerTransport", "random_routing_id"]
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = b"\x00clipfl-heartbeat"
+
+
+def random_routing_id() -> bytes:
+    """16 random bytes that do not start with a zero byte (ZeroMQ reserves those for its own ids)."""
+    return bytes([1 + secrets.randbelow(255)]) + secrets.token_bytes(15)
 
 
 class _Counters:
@@ -154,7 +165,9 @@ class ZmqServerTransport(ServerTransport):
         sock.setsockopt(zmq.SNDHWM, self._high_water_mark)
         sock.setsockopt(zmq.RCVHWM, self._high_water_mark)
         sock.setsockopt(zmq.MAXMSGSIZE, self._limits.max_frame_bytes)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # Off (ZeroMQ's default, set to say so): with handover, anyone who presents a connected
+        # client's routing id takes over its connection (issue 14, failure 2).
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
         for option, value in self._socket_options.items():
             sock.setsockopt(option, value)
         if self._curve is not None:
@@ -283,7 +296,8 @@ class ZmqClientTransport(ClientTransport):
         self._heartbeat_timeout = heartbeat_timeout
         self._high_water_mark = high_water_mark
         self._limits = limits or MessageLimits()
-        self._identity = identity
+        self._identity = identity  # a fixed routing id, for tests; None: a random one per connect()
+        self.routing_id: bytes | None = None
         self._socket_options = socket_options or {}
         self._curve = curve  # CurveZMQ: the server's public key and this client's key pair
         self._ctx = zmq.asyncio.Context()
@@ -304,8 +318,8 @@ class ZmqClientTransport(ClientTransport):
         sock.setsockopt(zmq.SNDHWM, self._high_water_mark)
         sock.setsockopt(zmq.RCVHWM, self._high_water_mark)
         sock.setsockopt(zmq.MAXMSGSIZE, self._limits.max_frame_bytes)
-        if self._identity is not None:
-            sock.setsockopt(zmq.ROUTING_ID, self._identity)
+        self.routing_id = self._identity if self._identity is not None else random_routing_id()
+        sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
         for option, value in self._socket_options.items():
             sock.setsockopt(option, value)
         if self._curve is not None:
