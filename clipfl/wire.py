@@ -195,6 +195,18 @@ def _short(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _all_of(values: Any, tp: Any) -> bool:
+    """Whether every item is exactly of the scalar type ``tp`` (ints within int64): the fast path
+    for long homogeneous lists and maps, which would otherwise cost a call per item."""
+    if tp is int:
+        return all(type(v) is int and -_INT64 <= v < _INT64 for v in values)
+    if tp is float:
+        return all(type(v) is float or (type(v) is int and -_INT64 <= v < _INT64) for v in values)
+    if tp in (str, bytes, bool):
+        return all(type(v) is tp for v in values)
+    return False
+
+
 def _check(value: Any, tp: Any) -> Any:
     """Validate a msgpack-decoded ``value`` against type hint ``tp``; return it (tuples for lists).
 
@@ -242,6 +254,9 @@ def _check(value: Any, tp: Any) -> Any:
             items = list(zip(value, args, strict=True))
         else:
             item_tp = args[0] if args else Any
+            if _all_of(value, item_tp):
+                fast = [float(v) for v in value] if item_tp is float else value
+                return tuple(fast) if origin is tuple else fast
             items = [(v, item_tp) for v in value]
         checked = []
         for i, (v, item_tp) in enumerate(items):
@@ -255,6 +270,8 @@ def _check(value: Any, tp: Any) -> Any:
         if type(value) is not dict:
             raise _Mismatch(f"expected a map, got {_short(value)}")
         key_tp, value_tp = typing.get_args(tp) or (Any, Any)
+        if key_tp is not float and _all_of(value.keys(), key_tp) and _all_of(value.values(), value_tp):
+            return {k: float(v) for k, v in value.items()} if value_tp is float else value
         out = {}
         for k, v in value.items():
             try:
