@@ -112,23 +112,48 @@ class _Incoming:
         self.total_frames = self.nbytes = 0
         self.reason: str | None = None
 
-
-async def _recv_bounded(sock: zmq.asyncio.Socket, limits: MessageLimits, *, more: bool = True) -> _Incoming:
-    """Read the rest of a multipart message (all of it when ``more`` is true at the start), checking
-    the frame count and the running size as each frame is read; once over a limit, the remaining
-    frames are read and dropped one by one, so Python never holds more than the limits allow."""
-    incoming = _Incoming()
-    while more:
-        frame = await sock.recv(copy=False)
-        more = frame.more
-        incoming.total_frames += 1
-        incoming.nbytes += len(frame.buffer)
-        if incoming.reason is None:
-            incoming.reason = limits.refusal(incoming.total_frames, incoming.nbytes)
-            if incoming.reason is None:
-                incoming.frames.append(frame)
+    def add(self, frame: zmq.Frame, limits: MessageLimits) -> None:
+        self.total_frames += 1
+        self.nbytes += len(frame.buffer)
+        if self.reason is None:
+            self.reason = limits.refusal(self.total_frames, self.nbytes)
+            if self.reason is None:
+                self.frames.append(frame)
             else:
-                incoming.frames.clear()
+                self.frames.clear()
+
+
+_YIELD_EVERY = 4096
+
+
+async def _recv_bounded(
+    sock: zmq.asyncio.Socket, sync: zmq.Socket[Any], limits: MessageLimits, *, more: bool | None = None
+) -> _Incoming:
+    """Read a multipart message, checking the frame count and the running size as each frame is
+    read; once over a limit, the remaining frames are read and dropped one by one, so Python never
+    holds more than the limits allow.
+
+    ``more=None``: nothing of the message was read yet, wait for it. True or False: a frame of it was
+    read already (the ROUTER's routing id), and more frames follow or not. ``sync`` is a plain
+    shadow of ``sock``: the rest of a multipart message is already here (ZeroMQ delivers it whole),
+    so a non-blocking read returns at once, without an event-loop trip and a Future per frame
+    (measured: 10 us a frame instead of 34); a long message lets other tasks run every
+    ``_YIELD_EVERY`` frames.
+    """
+    incoming = _Incoming()
+    if more is None:
+        frame = await sock.recv(copy=False)
+        incoming.add(frame, limits)
+        more = frame.more
+    while more:
+        if incoming.total_frames % _YIELD_EVERY == _YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+        try:
+            frame = sync.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # not expected (atomic delivery); wait rather than fail
+            frame = await sock.recv(copy=False)
+        incoming.add(frame, limits)
+        more = frame.more
     return incoming
 
 
@@ -187,6 +212,7 @@ class ZmqServerTransport(ServerTransport):
     async def _read(self) -> None:
         assert self._socket is not None
         sock = self._socket
+        sync: zmq.Socket[Any] = zmq.Socket.shadow(sock.underlying)  # shares the socket, closes nothing
         try:
             while True:
                 await self._space.acquire()
@@ -194,7 +220,7 @@ class ZmqServerTransport(ServerTransport):
                 try:
                     head = await sock.recv(copy=False)  # the ROUTER's routing-id frame
                     peer = head.bytes
-                    incoming = await _recv_bounded(sock, self._limits, more=head.more)
+                    incoming = await _recv_bounded(sock, sync, self._limits, more=head.more)
                     body = incoming.frames
                     if self._liveness.touch(peer):
                         self._events.put_nowait(PeerJoined(peer))
@@ -350,9 +376,10 @@ class ZmqClientTransport(ClientTransport):
 
     async def _read(self) -> None:
         assert self._socket is not None
+        sync: zmq.Socket[Any] = zmq.Socket.shadow(self._socket.underlying)  # shares the socket
         try:
             while True:
-                incoming = await _recv_bounded(self._socket, self._limits)
+                incoming = await _recv_bounded(self._socket, sync, self._limits)
                 parts, nbytes = incoming.frames, incoming.nbytes
                 self._liveness.touch("server")
                 if incoming.reason is not None:
