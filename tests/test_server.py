@@ -90,6 +90,14 @@ async def test_garbage_from_a_raw_socket_does_not_disturb_the_round() -> None:
                 )
             ),
             [b"\x00" * 100, b"\xff" * 1000],
+            # issue 14's 43-byte killer: a dtype sent as a msgpack list once ended the server
+            [
+                msgpack.packb(
+                    {"v": PROTOCOL_VERSION, "t": "receipt", "f": {"round": 1}, "x": [["a", None, ["x"], []]]}
+                ),
+                b"\x00" * 8,
+            ],
+            [b""] * 600,  # more frames than any message may have: refused by the transport as they arrive
         ]
         async with asyncio.timeout(60):
             while not task.done():

@@ -1,7 +1,8 @@
 """The transport interface: bytes, frames, peers. No federated learning in here.
 
 A server transport binds one address and turns the network into a stream of events:
-``PeerJoined``, ``Received(peer, frames)``, ``PeerLeft``. A client transport connects to that address
+``PeerJoined``, ``Received(peer, frames)``, ``Rejected(peer, reason, frames, nbytes)`` (a message
+over the ``MessageLimits``, read and discarded), ``PeerLeft``. A client transport connects to that address
 and sends and receives multipart messages. Both are async context managers. Liveness is the
 transport's job: heartbeats flow underneath the application's messages, a silent peer becomes
 ``PeerLeft`` on the server within ``heartbeat_timeout``, and a silent server makes a client's
@@ -22,9 +23,11 @@ from typing import Any, Self
 __all__ = [
     "ClientTransport",
     "Frame",
+    "MessageLimits",
     "PeerJoined",
     "PeerLeft",
     "Received",
+    "Rejected",
     "ServerEvent",
     "ServerTransport",
     "TransportStatistics",
@@ -58,7 +61,46 @@ class Received:
     frames: list[Frame]
 
 
-ServerEvent = PeerJoined | PeerLeft | Received
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message from ``peer`` over the ``MessageLimits``: read frame by frame and discarded as it
+    arrived, never handed on. ``frames`` and ``nbytes`` are what the peer sent (for the log)."""
+
+    peer: bytes
+    reason: str
+    frames: int
+    nbytes: int
+
+
+ServerEvent = PeerJoined | PeerLeft | Received | Rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageLimits:
+    """How large one received multipart message may be, checked as its frames are read.
+
+    The defaults equal the codec's (``clipfl.wire.Limits``: 512 frames, 256 MiB a tensor, 512 MiB in
+    all; a test holds them equal); a driver passes its codec limits in, since transports know no
+    codec. ``max_frame_bytes`` also becomes ZeroMQ's ``MAXMSGSIZE``, which ZeroMQ enforces per frame
+    while it reads the socket (a longer frame closes the connection).
+    """
+
+    max_frames: int = 512
+    max_frame_bytes: int = 256 << 20
+    max_total_bytes: int = 512 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_frames", "max_frame_bytes", "max_total_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"MessageLimits.{name} must be positive")
+
+    def refusal(self, frames: int, nbytes: int) -> str | None:
+        """Why a message of ``frames`` frames and ``nbytes`` bytes so far is refused, or None."""
+        if frames > self.max_frames:
+            return f"more than {self.max_frames} frames"
+        if nbytes > self.max_total_bytes:
+            return f"more than {self.max_total_bytes} bytes"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +113,9 @@ class TransportStatistics:
     bytes_in: int
     bytes_out: int
     queued_events: int
+    rejected_messages: int = 0
+    """Messages over the ``MessageLimits``, discarded as they arrived."""
+    rejected_bytes: int = 0
 
 
 class ServerTransport(abc.ABC):

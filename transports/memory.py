@@ -2,7 +2,8 @@
 
 A ``MemoryHub`` plays the network: servers bind names on it, clients connect to a name. Frames
 are passed as ``bytes`` copies, so that a sender that reuses its buffers cannot change what was
-sent, as on a real network. Closing a client makes the server see ``PeerLeft`` at once.
+sent, as on a real network. Closing a client makes the server see ``PeerLeft`` at once. A message
+over the server's ``MessageLimits`` becomes ``Rejected``, as on ZeroMQ.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 from transports.base import (
     ClientTransport,
     Frame,
+    MessageLimits,
     PeerJoined,
     PeerLeft,
     Received,
+    Rejected,
     ServerEvent,
     ServerTransport,
     TransportStatistics,
@@ -34,7 +38,7 @@ class MemoryHub:
         self._servers: dict[str, MemoryServerTransport] = {}
         self._ids = itertools.count(1)
 
-    def server(self, **kwargs: int) -> MemoryServerTransport:
+    def server(self, **kwargs: Any) -> MemoryServerTransport:
         return MemoryServerTransport(self, **kwargs)
 
     def client(self) -> MemoryClientTransport:
@@ -46,16 +50,20 @@ def _copy(frames: Sequence[Frame]) -> list[Frame]:
 
 
 def _stats(peers: int, counters: list[int], queued: int) -> TransportStatistics:
-    return TransportStatistics(peers, counters[0], counters[1], counters[2], counters[3], queued)
+    rejected = counters[4:] or [0, 0]
+    return TransportStatistics(
+        peers, counters[0], counters[1], counters[2], counters[3], queued, rejected[0], rejected[1]
+    )
 
 
 class MemoryServerTransport(ServerTransport):
-    def __init__(self, hub: MemoryHub, *, max_queued: int = 256) -> None:
+    def __init__(self, hub: MemoryHub, *, max_queued: int = 256, limits: MessageLimits | None = None) -> None:
         self._hub = hub
+        self._limits = limits or MessageLimits()
         self._address: str | None = None
         self._events: asyncio.Queue[ServerEvent] = asyncio.Queue(max_queued)
         self._clients: dict[bytes, MemoryClientTransport] = {}
-        self._counters = [0, 0, 0, 0]  # messages in, out, bytes in, out
+        self._counters = [0, 0, 0, 0, 0, 0]  # messages in, out, bytes in, out, rejected messages, bytes
 
     async def bind(self, address: str) -> str:
         if address in self._hub._servers:
@@ -68,8 +76,16 @@ class MemoryServerTransport(ServerTransport):
         if client.peer not in self._clients:
             self._clients[client.peer] = client
             await self._events.put(PeerJoined(client.peer))
+        nbytes = frames_nbytes(frames)
+        reason = self._limits.refusal(len(frames), nbytes)
+        if reason is not None or any(len(f) > self._limits.max_frame_bytes for f in frames):
+            self._counters[4] += 1
+            self._counters[5] += nbytes
+            reason = reason or f"a frame of more than {self._limits.max_frame_bytes} bytes"
+            await self._events.put(Rejected(client.peer, reason, len(frames), nbytes))
+            return
         self._counters[0] += 1
-        self._counters[2] += frames_nbytes(frames)
+        self._counters[2] += nbytes
         await self._events.put(Received(client.peer, frames))
 
     async def _leave(self, client: MemoryClientTransport) -> None:

@@ -16,6 +16,7 @@ from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags,
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.rundir import RunDir
 from clipfl.trainer import client_data
+from clipfl.wire import Limits
 from transports.base import ClientTransport
 from transports.errors import ConnectionLost, TransportConfigError
 
@@ -48,6 +49,7 @@ def transport_factory(config: ClientConfig, curve: Any = None) -> Callable[[], C
             upload_bps=link.upload_bps if app else None,
             download_bps=link.download_bps if app else None,
             curve=curve,
+            limits=Limits().for_transport(),
         )
 
     return factory

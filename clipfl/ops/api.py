@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from clipfl.droplog import OneLineErrors
 from clipfl.errors import ConfigError
 from clipfl.ops.events import Event, EventBus, Subscription
 from clipfl.ops.prometheus import Metrics
@@ -39,6 +41,9 @@ from clipfl.ops.view import ServerView
 __all__ = ["KEEPALIVE_SECONDS", "jsonable", "make_app", "parse_http_address", "serve_api", "start_api"]
 
 log = logging.getLogger("clipfl.ops.api")
+# aiohttp logs each malformed request (a client's fault) with a traceback quoting its bytes: one line.
+http_log = logging.getLogger("clipfl.ops.http")
+http_log.addFilter(OneLineErrors(HttpProcessingError))
 
 # Proxies and browsers close idle streams after a minute or so; a comment line every 15 s keeps the
 # event stream open and lets the handler notice a vanished browser.
@@ -253,7 +258,7 @@ async def start_api(
 
     Stop it with ``await runner.cleanup()``: open event streams end at once.
     """
-    runner = web.AppRunner(make_app(view, bus), access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(make_app(view, bus), access_log=None, shutdown_timeout=5.0, logger=http_log)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

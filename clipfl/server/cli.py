@@ -19,6 +19,7 @@ from clipfl.config import RunConfig, add_flags, load_toml, run_config
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.rundir import Checkpoint, RunDir, load_checkpoint
 from clipfl.server.driver import Server
+from clipfl.wire import Limits
 from transports.errors import TransportConfigError
 
 __all__ = ["build_parser", "main", "run_server"]
@@ -97,9 +98,12 @@ async def run_server(
             "(use --curve-secret and --curve-allow to admit only known clients)",
             bind,
         )
-    transport = ZmqServerTransport(heartbeat_timeout=heartbeat_timeout, curve=curve)
+    limits = Limits()
+    transport = ZmqServerTransport(
+        heartbeat_timeout=heartbeat_timeout, curve=curve, limits=limits.for_transport()
+    )
     async with transport:
-        server = Server(config, transport, run_dir=run_dir, on_event=emit, resume=resume)
+        server = Server(config, transport, run_dir=run_dir, limits=limits, on_event=emit, resume=resume)
         runner = None
         if http:
             runner, port = await start_api(server, bus, *parse_http_address(http))

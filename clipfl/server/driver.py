@@ -24,19 +24,28 @@ from clipfl.aio import task_group
 from clipfl.clip import UnitLayout
 from clipfl.config import RunConfig
 from clipfl.data import load_dataset
+from clipfl.droplog import Drop, DropLog
 from clipfl.engine.records import RoundRecord, record_of_row, summarize
 from clipfl.engine.server_round import ServerRound
 from clipfl.engine.strategy import FedAvg, Strategy
 from clipfl.engine.update import ClientInfo
-from clipfl.errors import ConfigError, RemoteProtocolError
+from clipfl.errors import ConfigError
 from clipfl.messages import NotRegistered, Register, Reject, Shutdown, TimingRelay, Welcome
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, state_of
 from clipfl.rundir import Checkpoint, RunDir
 from clipfl.server.sessions import Sessions
 from clipfl.trainer import Evaluator
-from clipfl.wire import Limits, Message, decode, encode
-from transports.base import PeerJoined, PeerLeft, Received, ServerEvent, ServerTransport
+from clipfl.wire import DecodeError, Limits, Message, decode, encode
+from transports.base import (
+    PeerJoined,
+    PeerLeft,
+    Received,
+    Rejected,
+    ServerEvent,
+    ServerTransport,
+    frames_nbytes,
+)
 
 __all__ = ["Server"]
 
@@ -83,6 +92,7 @@ class Server:
         self._finished = False
         self.address: str | None = None
         self.dropped_messages = 0
+        self._droplog = DropLog()
         if resume is not None:
             self._resume_from(resume)
 
@@ -94,16 +104,18 @@ class Server:
             try:
                 await self._handle(event)
             except Exception as exc:  # one peer's message must never end the server: contain it
-                peer = getattr(event, "peer", b"")
-                log.error("message from peer %s raised %s: %s", peer.hex()[:16], type(exc).__name__, exc)
-                self.dropped_messages += 1
-                client_id = self.sessions.client_of(peer)
+                why = f"internal error {type(exc).__name__}: {exc}"
+                self._drop(Drop(peer=event.peer, reason=why, frames=0, nbytes=0))
+                log.debug("traceback of the contained error", exc_info=True)
+                client_id = self.sessions.client_of(event.peer)
                 if client_id is not None and self._round is not None:
                     await self._fail(client_id, f"its message raised {type(exc).__name__}")
 
     async def _handle(self, event: ServerEvent) -> None:
         if isinstance(event, Received):
             await self._on_frames(event.peer, event.frames)
+        elif isinstance(event, Rejected):  # refused by the transport as its frames arrived
+            self._drop(Drop(peer=event.peer, reason=event.reason, frames=event.frames, nbytes=event.nbytes))
         elif isinstance(event, PeerLeft):
             await self._on_peer_left(event.peer, event.reason)
         elif isinstance(event, PeerJoined):
@@ -118,40 +130,45 @@ class Server:
         if self.sessions.client_of(peer) is None:
             await self.transport.send(peer, encode(NotRegistered(reason="this server does not know you")))
 
-    def _drop(self, peer: bytes, why: str) -> None:
+    def _drop(self, drop: Drop) -> None:
+        """Count a dropped message; log it in one bounded line, rate-limited per peer."""
         self.dropped_messages += 1
-        client_id = self.sessions.client_of(peer)
-        who = f"client {client_id}" if client_id is not None else f"peer {peer.hex()}"
-        log.warning("dropped message from %s: %s", who, why)
+        for line in self._droplog.record(drop):
+            log.warning("%s", line)
+
+    def _dropped(self, peer: bytes, frames: list[Any], why: str, kind: str | None) -> None:
+        nbytes = frames_nbytes(frames)
+        self._drop(Drop(peer=peer, reason=why, frames=len(frames), nbytes=nbytes, message_type=kind))
 
     async def _on_frames(self, peer: bytes, frames: list[Any]) -> None:
         try:
             msg = decode(frames, self.limits)
-        except RemoteProtocolError as exc:
-            self._drop(peer, str(exc))
+        except DecodeError as exc:
+            self._dropped(peer, frames, str(exc), exc.message_type)
             return
         if isinstance(msg, Register):
             await self._register(peer, msg)
             return
         client_id = self.sessions.client_of(peer)
         if client_id is None:
-            self._drop(peer, f"{type(msg).__name__} from a peer that has not registered")
+            self._dropped(peer, frames, "from a peer that has not registered", type(msg).__name__)
         elif isinstance(msg, TimingRelay):
-            await self._relay_timing(peer, client_id, msg)
+            if not await self._relay_timing(client_id, msg):
+                self._dropped(peer, frames, "timing report outside a plain-mode round", "TimingRelay")
         else:
             await self._step(lambda r: r.receive(client_id, msg))
 
-    async def _relay_timing(self, peer: bytes, sender: int, msg: TimingRelay) -> None:
+    async def _relay_timing(self, sender: int, msg: TimingRelay) -> bool:
         """Forward a plain-mode timing report to the round's other clients (never under secagg)."""
         rnd = self._round
         if self.settings.secagg is not None or rnd is None or msg.round != rnd.round:
-            self._drop(peer, "timing report outside a plain-mode round")
-            return
+            return False
         frames = encode(TimingRelay(round=msg.round, sender=sender, payload=msg.payload))
         for client_id in sorted(rnd.expected - {sender}):
             to = self.sessions.peer_of(client_id)
             if to is not None:
                 await self.transport.send(to, frames)
+        return True
 
     async def _on_peer_left(self, peer: bytes, reason: str) -> None:
         client_id = self.sessions.unbind(peer)
@@ -308,6 +325,8 @@ class Server:
                 self._on_event({"event": "stage", "round": number, "stage": stage, "seconds": seconds})
             self._on_event({"event": "round", **row})
         summary = summarize(self.records, c, loop.time() - started)
+        for line in self._droplog.flush():
+            log.warning("%s", line)
         self._finished = True
         if self.run_dir is not None:
             self.run_dir.write_json("summary.json", summary)
@@ -370,7 +389,12 @@ class Server:
 
     def transport_counters(self) -> dict[str, int]:
         s = self.transport.statistics()
-        return {"bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "dropped_messages": self.dropped_messages}
+        return {
+            "bytes_in": s.bytes_in,
+            "bytes_out": s.bytes_out,
+            "dropped_messages": self.dropped_messages,
+            "rejected_bytes": s.rejected_bytes,
+        }
 
     def summary(self, total_seconds: float) -> dict[str, Any]:
         return summarize(self.records, self.config, total_seconds)
