@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (train on the embedded digits) and `make test`.
+# Two commands on a fresh machine: `make demo` (secure federation with a straggler: waiting vs CLIP vs
+# the ideal fleet, on the embedded digits) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m clipfl.launch --dataset digits --clients 10 --rounds 15 --partition iid --seed 0
+	$(PY) -m benchmarks.demo --out runs/demo
 
 lint: setup
 	$(VENV)/bin/ruff check clipfl transports benchmarks tests
