@@ -131,6 +131,8 @@ async def test_an_allowed_client_exchanges_messages(pki: Path) -> None:
             got = events[-1]
             assert isinstance(got, Received) and got.peer == b"alice"
             assert [bytes(f) for f in got.frames] == [b"hello", b"from alice"]
+            alice_key = load_public_key(pki / "clients" / "alice.key")
+            assert got.credential is not None and got.credential.encode() == alice_key  # the ZAP User-Id
             await server.send(b"alice", [b"welcome"])
             assert [bytes(f) for f in await alice.recv()] == [b"welcome"]
 

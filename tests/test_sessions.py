@@ -22,12 +22,25 @@ def test_a_live_id_moves_to_another_connection_only_with_its_token() -> None:
     sessions = Sessions()
     sessions.bind(ClientInfo(0, 10), b"a")
     token = sessions.token_of(0)
-    assert sessions.may_take(0, b"a", None)  # the same connection
-    assert not sessions.may_take(0, b"b", None)
-    assert not sessions.may_take(0, b"b", bytes(32))
-    assert sessions.may_take(0, b"b", token)
+    assert sessions.may_take(0, b"a", None, None)  # the same connection
+    assert not sessions.may_take(0, b"b", None, None)
+    assert not sessions.may_take(0, b"b", bytes(32), None)
+    assert sessions.may_take(0, b"b", token, None)
     sessions.unbind(b"a")
-    assert sessions.may_take(0, b"b", None)  # no live connection holds it any more
+    assert sessions.may_take(0, b"b", None, None)  # no live connection holds it any more
+
+
+def test_one_curve_key_one_client_id() -> None:
+    """Under CurveZMQ an admitted key may not take another's id, nor hold several (Sybils)."""
+    sessions = Sessions()
+    assert sessions.key_conflict(0, "alice") is None
+    sessions.bind(ClientInfo(0, 10), b"a", "alice")
+    assert sessions.key_conflict(0, "alice") is None  # the same client again
+    assert "registered as client 0" in (sessions.key_conflict(1, "alice") or "")
+    assert "another CurveZMQ key" in (sessions.key_conflict(0, "mallory") or "")
+    assert sessions.key_conflict(1, "mallory") is None
+    assert sessions.may_take(0, b"b", None, "alice")  # alice reconnecting: her key proves it
+    assert not sessions.may_take(0, b"b", None, "mallory")
 
 
 def test_rebinding_a_connection_to_a_new_id_clears_the_old_session() -> None:
@@ -115,12 +128,12 @@ async def test_a_message_that_raises_inside_the_server_fails_one_peer_not_the_se
         original = server._on_frames
         calls = 0
 
-        async def flaky(peer: bytes, frames: list) -> None:
+        async def flaky(peer: bytes, frames: list, credential: str | None = None) -> None:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise TypeError("unhashable type: 'list'")  # what a total decoder must never let out
-            await original(peer, frames)
+            await original(peer, frames, credential)
 
         monkeypatch.setattr(server, "_on_frames", flaky)
         runs = [asyncio.create_task(_client(config, hub, i).run()) for i in range(2)]

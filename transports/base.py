@@ -59,6 +59,8 @@ class PeerLeft:
 class Received:
     peer: bytes
     frames: list[Frame]
+    credential: str | None = None
+    """The key the peer authenticated with (CurveZMQ: its public key, Z85), None without one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,15 @@ class _Incoming:
 _YIELD_EVERY = 4096
 
 
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The ZAP User-Id of the connection ``frame`` came from: under CurveZMQ, the client's Z85 key."""
+    try:
+        value = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 async def _recv_bounded(
     sock: zmq.asyncio.Socket, sync: zmq.Socket[Any], limits: MessageLimits, *, more: bool | None = None
 ) -> _Incoming:
@@ -242,7 +251,8 @@ class ZmqServerTransport(ServerTransport):
                         continue
                     self._counters.messages_in += 1
                     self._counters.bytes_in += incoming.nbytes
-                    self._events.put_nowait(Received(peer, [f.buffer for f in body]))
+                    credential = _user_id(body[0]) if self._curve is not None else None
+                    self._events.put_nowait(Received(peer, [f.buffer for f in body], credential))
                     released = True  # recv() releases the slot when the application takes it
                 finally:
                     if not released:

@@ -113,7 +113,7 @@ class Server:
 
     async def _handle(self, event: ServerEvent) -> None:
         if isinstance(event, Received):
-            await self._on_frames(event.peer, event.frames)
+            await self._on_frames(event.peer, event.frames, event.credential)
         elif isinstance(event, Rejected):  # refused by the transport as its frames arrived
             self._drop(Drop(peer=event.peer, reason=event.reason, frames=event.frames, nbytes=event.nbytes))
         elif isinstance(event, PeerLeft):
@@ -140,14 +140,14 @@ class Server:
         nbytes = frames_nbytes(frames)
         self._drop(Drop(peer=peer, reason=why, frames=len(frames), nbytes=nbytes, message_type=kind))
 
-    async def _on_frames(self, peer: bytes, frames: list[Any]) -> None:
+    async def _on_frames(self, peer: bytes, frames: list[Any], credential: str | None = None) -> None:
         try:
             msg = decode(frames, self.limits)
         except DecodeError as exc:
             self._dropped(peer, frames, str(exc), exc.message_type)
             return
         if isinstance(msg, Register):
-            await self._register(peer, msg)
+            await self._register(peer, msg, credential)
             return
         client_id = self.sessions.client_of(peer)
         if client_id is None:
@@ -199,7 +199,7 @@ class Server:
 
     # ---------------------------------------------------------------------------- registration
 
-    async def _register(self, peer: bytes, msg: Register) -> None:
+    async def _register(self, peer: bytes, msg: Register, credential: str | None) -> None:
         c = self.config
         reason = None
         if msg.client_id >= c.clients:
@@ -214,7 +214,9 @@ class Server:
                 f"client claims {msg.num_samples} samples, above this federation's cap of "
                 f"{self.settings.max_weight} (--max-weight)"
             )
-        elif not self.sessions.may_take(msg.client_id, peer, msg.token):
+        elif (conflict := self.sessions.key_conflict(msg.client_id, credential)) is not None:
+            reason = conflict
+        elif not self.sessions.may_take(msg.client_id, peer, msg.token, credential):
             reason = (
                 f"client {msg.client_id} is connected on another connection and this registration "
                 "does not carry its session token; stop the other process or wait for it to time out"
@@ -226,7 +228,7 @@ class Server:
             return
         info = ClientInfo(msg.client_id, msg.num_samples, tuple(msg.capabilities))
         old_peer = self.sessions.peer_of(msg.client_id)
-        for ended in self.sessions.bind(info, peer):
+        for ended in self.sessions.bind(info, peer, credential):
             if self._round is not None:
                 await self._fail(ended, "registered again during the round")
         if old_peer is not None and old_peer != peer:
