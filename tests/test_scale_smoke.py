@@ -7,6 +7,7 @@ answered, and every process the benchmark started is gone afterwards.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -20,12 +21,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import clipfl
 from benchmarks import scale
 from benchmarks.scale import (
     HttpProbe,
     ScaleOptions,
     latency_summary,
     metrics_probe,
+    orchestrate,
     parse_proc_stat_cpu,
     parse_proc_status,
     percentile,
@@ -233,7 +236,7 @@ def test_a_worker_that_dies_fails_the_run_at_once_and_stops_everything(
     The run must fail within seconds (not wait out the server's registration timeout) and say why."""
     import asyncio
 
-    monkeypatch.setattr(scale, "samples_per_client", lambda opts: None)
+    monkeypatch.setattr(orchestrate, "samples_per_client", lambda opts: None)
     opts = ScaleOptions(clients=200, workers=2, rounds=1, out=tmp_path / "s", timeout=100)
     report = asyncio.run(scale.run_scale(opts))
     assert report["status"] == "failed" and "exited with code 1" in report["message"]
@@ -288,3 +291,19 @@ def test_partition_floor_is_lowered_only_when_digits_is_too_small(tmp_path: Path
     assert scale.samples_per_client(ScaleOptions(clients=143, out=tmp_path)) is None
     assert scale.samples_per_client(ScaleOptions(clients=144, out=tmp_path)) == 9
     assert scale.samples_per_client(ScaleOptions(clients=200, out=tmp_path)) == 7
+
+
+def test_the_benchmark_uses_only_the_public_surface_of_clipfl() -> None:
+    """Benchmarks drive clipfl through ``from clipfl import ...`` (its ``__all__``) and its CLI only."""
+    seen = set()
+    for path in sorted((ROOT / "benchmarks" / "scale").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                bad = [a.name for a in node.names if a.name.split(".")[0] == "clipfl"]
+                assert not bad, f"{path.name}: import {bad}"
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "clipfl":
+                assert node.module == "clipfl", f"{path.name}: from {node.module} import ..."
+                names = {a.name for a in node.names}
+                assert names <= set(clipfl.__all__), f"{path.name}: {sorted(names - set(clipfl.__all__))}"
+                seen |= names
+    assert {"Client", "ClientConfig", "RunConfig", "federation_data", "client_data"} <= seen
