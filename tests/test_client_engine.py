@@ -82,13 +82,17 @@ def test_a_deadline_announced_by_the_server_caps_the_round_target() -> None:
     assert row["keep_ratio"] < 1.0
 
 
-def test_straggler_fraction_zero_reaches_the_planner() -> None:
-    config = RunConfig(clients=5, mitigation="clip", straggler_fraction=0.0)
+@pytest.mark.parametrize("fraction", [0.0, 0.2])
+def test_straggler_fraction_zero_reaches_the_planner(fraction: float) -> None:
+    """f = 0: a client 3x slower than every peer never prunes; at f = 0.2 (the control) it does."""
+    config = RunConfig(clients=5, mitigation="clip", straggler_fraction=fraction)
     engine = _engine(config)
     engine.receive(Welcome(client_id=0, token=bytes(32), settings=config.run_settings()), 0.0)
+    pruned = []
     for rnd in (1, 2, 3):
         job, row = _round(engine, config, rnd, 20.0 * rnd, 30.0, None)  # 3x slower than every peer
-        assert job.sub is None and not row["straggler"]
+        pruned.append(job.sub is not None and row["straggler"])
+    assert pruned == ([False, False, False] if fraction == 0.0 else [False, True, True])
 
 
 def test_a_server_announcing_other_secure_aggregation_is_refused() -> None:

@@ -128,7 +128,7 @@ def gone(pid: int) -> bool:
                 if fh.read().split(") ")[-1].startswith("Z"):
                     time.sleep(0.05)
                     continue
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone between the open and the read
             return True
         time.sleep(0.05)
     return False
