@@ -19,6 +19,7 @@ from clipfl.config import RunConfig, add_flags, load_toml, run_config
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.rundir import Checkpoint, RunDir, load_checkpoint
 from clipfl.server.driver import Server
+from clipfl.server.view import OpsView
 from clipfl.wire import Limits
 from transports.errors import TransportConfigError
 
@@ -106,7 +107,7 @@ async def run_server(
         server = Server(config, transport, run_dir=run_dir, limits=limits, on_event=emit, resume=resume)
         runner = None
         if http:
-            runner, port = await start_api(server, bus, *parse_http_address(http))
+            runner, port = await start_api(OpsView(server), bus, *parse_http_address(http))
             host = parse_http_address(http)[0]
             log.info("HTTP API and dashboard on http://%s:%d/", host, port)
             emit({"event": "http", "url": f"http://{host}:{port}/"})

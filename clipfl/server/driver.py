@@ -25,7 +25,7 @@ from clipfl.clip import UnitLayout
 from clipfl.config import RunConfig
 from clipfl.data import load_dataset
 from clipfl.droplog import Drop, DropLog
-from clipfl.engine.records import RoundRecord, record_of_row, summarize
+from clipfl.engine.records import RoundRecord, summarize
 from clipfl.engine.server_round import ServerRound
 from clipfl.engine.strategy import FedAvg, Strategy
 from clipfl.engine.update import ClientInfo
@@ -34,6 +34,7 @@ from clipfl.messages import NotRegistered, Register, Reject, Shutdown, TimingRel
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, state_of
 from clipfl.rundir import Checkpoint, RunDir
+from clipfl.server.resume import resume as resume_run
 from clipfl.server.sessions import Sessions
 from clipfl.trainer import Evaluator
 from clipfl.wire import DecodeError, Limits, Message, decode, encode
@@ -94,7 +95,11 @@ class Server:
         self.dropped_messages = 0
         self._droplog = DropLog()
         if resume is not None:
-            self._resume_from(resume)
+            state = resume_run(resume, self.spec, config, run_dir)
+            self.weights, self.first_round = state.weights, state.first_round
+            self.strategy.load_state_dict(state.strategy_state)
+            self._rows, self.records = state.rows, state.records
+            self._elapsed_before = state.elapsed_seconds
 
     # ------------------------------------------------------------------------------ receiving
 
@@ -334,60 +339,28 @@ class Server:
             self.run_dir.write_json("summary.json", summary)
         return summary
 
-    def _resume_from(self, ckpt: Checkpoint) -> None:
-        """Continue after the checkpoint's round: its model, strategy state and metrics so far."""
-        try:
-            self.spec.check(ckpt.state)
-        except ValueError as exc:
-            raise ConfigError(
-                f"--resume: the checkpoint does not fit model {self.config.model_name}: {exc}"
-            ) from None
-        if ckpt.round >= self.config.rounds:
-            raise ConfigError(f"--resume: the run already completed its {ckpt.round} rounds; raise --rounds")
-        self.weights = self.spec.flatten(ckpt.state)
-        self.strategy.load_state_dict(ckpt.strategy)
-        self.first_round = ckpt.round + 1
-        rows = list(ckpt.rows)
-        if ckpt.metrics_row and (not rows or rows[-1]["round"] < ckpt.round):
-            rows.append(ckpt.metrics_row)  # killed between the checkpoint and the metrics line
-            if self.run_dir is not None:
-                self.run_dir.append_metrics(ckpt.metrics_row)
-        self._rows = rows
-        self._elapsed_before = float(rows[-1].get("elapsed_seconds", 0.0)) if rows else 0.0
-        self.records = [record_of_row(row) for row in rows]
-        log.info("resuming after round %d of %d", ckpt.round, self.config.rounds)
+    # ----------------------------------------------------------- read-only state (``OpsView``)
 
-    # ------------------------------------------------------------------ operations (read-only)
+    @property
+    def current_round(self) -> ServerRound | None:
+        return self._round
 
-    def status(self) -> dict[str, Any]:
-        rnd = self._round
-        stage = "registering" if not self._enough_clients.is_set() else "evaluating"
-        if rnd is not None:
-            secure = getattr(rnd.collector, "stage", None)
-            stage = secure.value.replace("-", "_") if secure is not None else "collecting"
-        elif self._finished:
-            stage = "finished"
-        return {
-            "round": rnd.round if rnd is not None else len(self.records),
-            "stage": stage,
-            "clients_connected": len(self.connected()),
-            "clients_registered": len(self.sessions),
-            "clients_dropped": len(rnd.failures) if rnd is not None else 0,
-            "rounds_total": self.config.rounds,
-            "config": {**asdict(self.config), "model": self.config.model_name},
-            "started_at": self._started_at,
-        }
+    @property
+    def all_registered(self) -> bool:
+        return self._enough_clients.is_set()
 
-    def rounds(self) -> list[dict[str, Any]]:
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def started_at(self) -> float | None:
+        """UNIX time the first round started (shifted back by a resumed run's elapsed time)."""
+        return self._started_at
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The ``metrics.jsonl`` rows so far, oldest first."""
         return list(self._rows)
-
-    def counters(self) -> dict[str, float]:
-        return {
-            "rounds_completed": len(self.records),
-            "dropouts_total": sum(len(r.failures) for r in self.records),
-            "clients_connected": len(self.connected()),
-            **self.transport_counters(),
-        }
 
     def transport_counters(self) -> dict[str, int]:
         s = self.transport.statistics()
@@ -397,9 +370,6 @@ class Server:
             "dropped_messages": self.dropped_messages,
             "rejected_bytes": s.rejected_bytes,
         }
-
-    def summary(self, total_seconds: float) -> dict[str, Any]:
-        return summarize(self.records, self.config, total_seconds)
 
     # -------------------------------------------------------------------------------- running
 
