@@ -17,7 +17,7 @@ import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-__all__ = ["Graph", "is_connected", "regular_graph"]
+__all__ = ["Graph", "is_connected", "regular_graph", "round_graph"]
 
 Graph = Mapping[int, frozenset[int]]
 
@@ -58,6 +58,17 @@ def regular_graph(nodes: Sequence[int], degree: int, seed: bytes) -> dict[int, f
         if is_connected(graph):
             return graph
     raise RuntimeError(f"could not draw a connected {degree}-regular graph on {n} nodes")
+
+
+def round_graph(nodes: Sequence[int], degree: int, seed: bytes) -> dict[int, frozenset[int]]:
+    """The graph of one round on the clients that advertised keys: ``degree`` raised by one when
+    ``len(nodes) * degree`` is odd and capped at complete. Server and clients call this same function
+    with the key-set digest as ``seed``, so they agree without the server choosing anything."""
+    n = len(nodes)
+    k = min(degree, max(n - 1, 0))
+    if k < n - 1 and (n * k) % 2:
+        k += 1
+    return regular_graph(nodes, min(k, max(n - 1, 0)), seed)
 
 
 def _try_pairing(n: int, degree: int, rng: random.Random) -> set[tuple[int, int]] | None:
