@@ -133,6 +133,7 @@ class SecAggClient:
         # filled as the round goes
         self._n = 0
         self._threshold = 0
+        self._consistency = 0
         self._neighbor_count = 0
         self._length = 0
         self._x: dict[int, int] = {}
@@ -341,6 +342,7 @@ class SecAggClient:
             )
         self._n = resolved.n
         self._threshold = resolved.threshold
+        self._consistency = resolved.consistency
         self._neighbor_count = resolved.neighbors
         self._length = msg.vector_length
         self._x = {cid: i + 1 for i, cid in enumerate(sorted(msg.clients))}
@@ -521,6 +523,11 @@ class SecAggClient:
                 f"only {len(hidden_among)} survivors among my neighbours and me (t={self._threshold}): "
                 "unmasking would expose too small a sum"
             )
+        if self._identities is not None and len(survivors) < self._consistency:
+            raise RemoteProtocolError(
+                f"survivor set of {len(survivors)} can never gather the {self._consistency} consistency "
+                "signatures this client requires"
+            )
         self._survivors = survivors
         self._statement = K.consistency_statement(
             round_=self.round, survivors=survivors, keys=self._keys_digest, instructions=self._instructions
@@ -530,16 +537,17 @@ class SecAggClient:
 
     def _on_unmask_request(self, msg: UnmaskRequest) -> None:
         if self._identities is not None:
-            neighbourhood = (self._neighbors | {self.client_id}) & self._survivors
-            valid = sum(
-                1
-                for v, signature in msg.signatures.items()
-                if v in neighbourhood and K.verify_signature(self._identities[v], self._statement, signature)
-            )
-            if valid < self._threshold:
+            valid = 0
+            for v in sorted(msg.signatures.keys() & self._survivors):
+                if K.verify_signature(self._identities[v], self._statement, msg.signatures[v]):
+                    valid += 1
+                    if valid >= self._consistency:
+                        break
+            if valid < self._consistency:
                 raise RemoteProtocolError(
                     f"only {valid} valid consistency signatures on the survivor set this client signed "
-                    f"(t={self._threshold}): the server showed clients different sets; revealing nothing"
+                    f"(needs {self._consistency}): the server showed clients different sets; "
+                    "revealing nothing"
                 )
         shares = dict(self._shares)
         shares[self.client_id] = self._own_shares

@@ -27,13 +27,19 @@ class ResolvedSecAgg:
     """The parameters of one round: ``k`` neighbours per client and a ``t``-of-``holders`` sharing.
 
     ``holders`` is the number of parties holding shares of one client's secrets: its ``k`` neighbours
-    and itself (Bonawitz et al. share among all of U1, the client included).
+    and itself (Bonawitz et al. share among all of U1, the client included). ``consistency`` is how
+    many valid signatures on one survivor set a client needs before it reveals anything: more than
+    ``(n + corrupted) / 2`` of the round's clients, so two different sets can never both gather
+    enough (honest clients sign once), and every honest revealer works from the same set. In the
+    complete graph this is Bonawitz's ``t``; in SecAgg+ it is what stops the neighbour trick
+    (attack 3), which a per-neighbourhood count could not.
     """
 
     n: int
     mode: Mode
     neighbors: int
     threshold: int
+    consistency: int
 
     @property
     def holders(self) -> int:
@@ -149,7 +155,8 @@ class SecAggConfig:
                 f"threshold {t} exceeds the {holders} holders of each secret (n={n}, k={k}): "
                 "no secret could ever be rebuilt; lower --threshold or raise --neighbors"
             )
-        return ResolvedSecAgg(n=n, mode=self.mode, neighbors=k, threshold=t)
+        consistency = params.secagg_threshold(n, self.corrupted_fraction)
+        return ResolvedSecAgg(n=n, mode=self.mode, neighbors=k, threshold=t, consistency=consistency)
 
     def check_setup(self, *, mode: str, n: int, threshold: int, neighbors: int) -> ResolvedSecAgg:
         """This client's parameters for a round the server announced; ``ConfigError`` naming what is
@@ -168,4 +175,6 @@ class SecAggConfig:
             )
         if neighbors > n - 1 or threshold > neighbors + 1:
             raise ConfigError(f"impossible round: t={threshold}, k={neighbors} for n={n}")
-        return ResolvedSecAgg(n=n, mode=self.mode, neighbors=neighbors, threshold=threshold)
+        return ResolvedSecAgg(
+            n=n, mode=self.mode, neighbors=neighbors, threshold=threshold, consistency=own.consistency
+        )

@@ -525,9 +525,14 @@ class SecAggServer:
     def _complete_consistency(self) -> None:
         t = self.params.threshold
         signers = frozenset(self._alive & self._survivors)
-        if len(signers) < t:
-            self._abort(f"only {len(signers)} clients answered the consistency check, threshold is {t}")
+        needed = self.params.consistency if self._identities is not None else t
+        if len(signers) < max(t, needed):
+            self._abort(
+                f"only {len(signers)} clients answered the consistency check, {max(t, needed)} needed"
+            )
             return
+        signatures = {v: self._signatures[v] for v in sorted(signers) if v in self._signatures}
+        request = UnmaskRequest(round=self.round, signatures=signatures)
         for u in sorted(signers):
             lacking = self._share_rejects.get(u, {})
             asked = (
@@ -535,9 +540,7 @@ class SecAggServer:
                 frozenset(v for v in self._graph[u] & self._dropped if v not in lacking),
             )
             self._asked[u] = asked
-            neighbourhood = (self._graph[u] | {u}) & signers
-            signatures = {v: self._signatures[v] for v in sorted(neighbourhood) if v in self._signatures}
-            self._outgoing.append((u, UnmaskRequest(round=self.round, signatures=signatures)))
+            self._outgoing.append((u, request))
 
     # -- stage 3: Unmasking --------------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ against numbers the server chose.
 3. CONSISTENCY: the server announces U3 (``ConsistencyCheck``); each client in it signs (round, U3,
    the key-set digest, its instructions digest) and returns the signature (``ConsistencySignature``).
    Responders form U4.
-4. UNMASKING: the server forwards the signatures (``UnmaskRequest``). A client that finds at least
-   ``t`` valid roster signatures on its own statement among its neighbourhood answers with its shares
+4. UNMASKING: the server forwards the signatures (``UnmaskRequest``). A client that finds valid roster
+   signatures on its own statement from more than ``(n + corrupted) / 2`` of the round's clients (so
+   no other set can have as many: every honest revealer works from one set) answers with its shares
    of ``b_v`` for members of U3 and of ``s_v`` for its other neighbours, never both for one ``v``
    (``UnmaskShares``). The server checks each share against its commitment (a liar is failed, its
    share skipped), rebuilds every ``b_v`` and the dropped ``s_v``, removes their masks from
@@ -106,6 +107,7 @@ MOVES: Final[dict[tuple[Role, Stage, type], Stage]] = {
     (C, Stage.MASKED_INPUT, Abort): Stage.ABORTED,
     (C, Stage.CONSISTENCY, Abort): Stage.ABORTED,
     (C, Stage.UNMASKING, Abort): Stage.ABORTED,
+    (C, Stage.DONE, Abort): Stage.ABORTED,  # the server could not finish after this client's part
     # server: a client's answer to the current stage; the stage completes separately
     (S, Stage.ADVERTISE_KEYS, AdvertiseKeys): Stage.ADVERTISE_KEYS,
     (S, Stage.SHARE_KEYS, ShareKeys): Stage.SHARE_KEYS,

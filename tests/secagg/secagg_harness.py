@@ -58,6 +58,7 @@ class Federation:
     server_inbox: list[tuple[int, ClientMessage]] = field(default_factory=list)
     client_inbox: list[tuple[int, ServerMessage]] = field(default_factory=list)
     dead: set[int] = field(default_factory=set)
+    roster: Roster | None = None
 
     def expected_sum(self) -> np.ndarray:
         total = np.zeros_like(next(iter(self.inputs.values())))
@@ -104,7 +105,7 @@ def make_federation(
         )
         for c in ids
     }
-    return Federation(server, clients, inputs)
+    return Federation(server, clients, inputs, roster=roster)
 
 
 def run(
