@@ -28,13 +28,15 @@ from clipfl.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from clipfl.secagg.params import ActiveParameters, active_parameters
+from clipfl.secagg.params import CORRUPTED_FRACTION, DROPOUT_FRACTION, ActiveParameters, active_parameters
 from clipfl.secagg.prg import MaskStream, expand
 from clipfl.secagg.roster import Roster, RosterEntry
 from clipfl.secagg.server import SecAggServer, ServerStatistics
 from clipfl.secagg.stages import Stage
 
 __all__ = [
+    "CORRUPTED_FRACTION",
+    "DROPOUT_FRACTION",
     "MODES",
     "Abort",
     "ActiveParameters",

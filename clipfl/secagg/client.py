@@ -26,6 +26,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import nacl.exceptions
 import nacl.public
 import nacl.signing
 import numpy as np
@@ -35,7 +36,7 @@ from clipfl.secagg import keys as K
 from clipfl.secagg import shamir
 from clipfl.secagg.config import SecAggConfig
 from clipfl.secagg.encoding import FixedPoint
-from clipfl.secagg.graph import round_graph
+from clipfl.secagg.graph import round_neighbors
 from clipfl.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -390,14 +391,9 @@ class SecAggClient:
                 f"only {len(offered)} clients advertised keys (t={self._threshold}, "
                 f"minimum {self.config.min_clients}): refusing the round"
             )
+        if self._identities is None:
+            return
         for v in sorted(offered - {self.client_id}):
-            try:
-                K.check_public_key(msg.c_publics[v])
-                K.check_public_key(msg.s_publics[v])
-            except ValueError as exc:
-                raise RemoteProtocolError(f"keys of client {v}: {exc}") from exc
-            if self._identities is None:
-                continue
             signature = msg.signatures.get(v)
             statement = K.keys_statement(
                 round_=self.round,
@@ -418,14 +414,20 @@ class SecAggClient:
         everyone = {v: (msg.c_publics[v], msg.s_publics[v]) for v in msg.c_publics}
         # Bell et al. (CCS 2020) need a graph the server cannot choose: hash every signed key.
         self._keys_digest = K.keys_digest(self.round, everyone)
-        graph = round_graph(sorted(everyone), self._neighbor_count, self._keys_digest)
-        self._neighbors = graph[self.client_id]
+        self._neighbors = round_neighbors(
+            sorted(everyone), self._neighbor_count, self._keys_digest, self.client_id
+        )
         s_private = bytes(self._keys.s_private)
         for v in sorted(self._neighbors):
-            self._boxes[v] = nacl.public.Box(self._keys.c_private, nacl.public.PublicKey(msg.c_publics[v]))
-            self._seeds[v] = K.mask_seed(
-                s_private, msg.s_publics[v], round_=self.round, u=self.client_id, v=v
-            )
+            # Only keys this client uses need the low-order check; libsodium refuses them in both calls.
+            try:
+                box = nacl.public.Box(self._keys.c_private, nacl.public.PublicKey(msg.c_publics[v]))
+                self._seeds[v] = K.mask_seed(
+                    s_private, msg.s_publics[v], round_=self.round, u=self.client_id, v=v
+                )
+            except (ValueError, nacl.exceptions.CryptoError) as exc:
+                raise RemoteProtocolError(f"keys of client {v} are low-order points: {exc}") from exc
+            self._boxes[v] = box
         peers = sorted(self._boxes)
         if len(peers) + 1 < self._threshold:
             raise RemoteProtocolError(
