@@ -11,6 +11,11 @@ whole round run serially (every client's work plus the server's), which is what 
 ``plain_seconds`` is the weighted summation of the same float vectors in the clear, in the same run.
 ``exact`` checks the unmasked sum against the plain sum of the survivors' encoded inputs, bit for bit.
 
+Identities are on, as in a deployment: an operator-signed roster, every advertised key and every
+consistency signature checked by every client (``--trust-server`` runs without them, the passive
+mode). ``client_stage_seconds`` splits each client's work by stage, so the cost of the signatures
+(``advertise_keys``, ``share_keys``) and of the consistency check (``consistency``) shows directly.
+
 ``--clients`` and ``--mode`` take several values to sweep; the JSON is then a list of results, and
 one Markdown table is printed for all of them. ``--repeat R`` runs each setting R times (seeds
 ``seed .. seed+R-1``) and reports the median round, as these shared machines are noisy.
@@ -27,10 +32,21 @@ from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+import nacl.signing
 import numpy as np
 
-from clipfl.secagg import FixedPoint, MaskStream, SecAggClient, SecAggConfig, SecAggServer, Stage
+from clipfl.secagg import (
+    FixedPoint,
+    MaskStream,
+    Roster,
+    RosterEntry,
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+    Stage,
+)
 from clipfl.secagg.messages import (
+    ConsistencyCheck,
     KeysBroadcast,
     MaskedInputRequest,
     Message,
@@ -44,8 +60,10 @@ _CLIENT_STAGE = {
     RoundSetup: "advertise_keys",
     KeysBroadcast: "share_keys",
     MaskedInputRequest: "masked_input",
+    ConsistencyCheck: "consistency",
     UnmaskRequest: "unmasking",
 }
+_AFTER_SHARES = (Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASKING)
 
 
 def wire_bytes(message: Message) -> int:
@@ -91,6 +109,7 @@ def run_benchmark(
     neighbors: int | None = None,
     threshold: int | None = None,
     seed: int = 0,
+    trust_server: bool = False,
 ) -> dict[str, Any]:
     config = SecAggConfig(mode=mode, neighbors=neighbors, threshold=threshold)  # type: ignore[arg-type]
     params = config.resolved(clients)
@@ -114,8 +133,23 @@ def run_benchmark(
         encode_times.append(time.perf_counter() - t0)
     del deltas
 
-    server = SecAggServer(round=1, clients=ids, vector_length=dim, config=config)
-    parties = {c: SecAggClient(client_id=c, round=1, config=config) for c in ids}
+    identities = {c: nacl.signing.SigningKey.generate() for c in ids}
+    roster = None
+    if not trust_server:
+        entries = [RosterEntry(client_id=c, identity_key=bytes(k.verify_key)) for c, k in identities.items()]
+        roster = Roster.sign(entries, nacl.signing.SigningKey.generate())
+    server = SecAggServer(round=1, clients=ids, vector_length=dim, config=config, roster=roster)
+    parties = {
+        c: SecAggClient(
+            client_id=c,
+            round=1,
+            config=config,
+            roster=roster,
+            signing_key=identities[c],
+            trust_server=trust_server,
+        )
+        for c in ids
+    }
     dropped = set(ids[:: max(1, clients // max(dropouts, 1))][:dropouts]) if dropouts else set()
     client_time: dict[int, dict[str, float]] = {c: defaultdict(float) for c in ids}
     server_time: dict[str, float] = defaultdict(float)
@@ -134,7 +168,7 @@ def run_benchmark(
     while not (server.done or server.aborted):
         progressed = False
         for c, message in server.data_to_send():
-            if c in dropped and server.stage in (Stage.MASKED_INPUT, Stage.UNMASKING):
+            if c in dropped and server.stage in _AFTER_SHARES:
                 continue  # dropped after sending its shares
             received_bytes[c] += wire_bytes(message)
             t = time.perf_counter()
@@ -143,7 +177,7 @@ def run_benchmark(
             progressed = True
         for c in ids:
             for reply in parties[c].data_to_send():
-                if c in dropped and server.stage in (Stage.MASKED_INPUT, Stage.UNMASKING):
+                if c in dropped and server.stage in _AFTER_SHARES:
                     continue
                 sent_bytes[c] += wire_bytes(reply)
                 timed_server(server.stage.value, server.receive, c, reply)
@@ -162,12 +196,13 @@ def run_benchmark(
 
     live = [c for c in ids if c not in dropped]
     per_client = [sum(client_time[c].values()) for c in live]
-    stages = ["advertise_keys", "share_keys", "masked_input", "unmasking"]
+    stages = ["advertise_keys", "share_keys", "masked_input", "consistency", "unmasking"]
     client_stage = {s: float(np.mean([client_time[c][s] for c in live])) for s in stages}
     server_total = sum(server_time.values())
     secure_seconds = sum(sum(client_time[c].values()) for c in ids) + server_total
     return {
         "mode": mode,
+        "identities": not trust_server,
         "clients": clients,
         "dim": dim,
         "dropouts": len(dropped),
@@ -231,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="run each setting this many times; report the median round"
     )
     parser.add_argument("--json", type=str, default=None, help="write the results here")
+    parser.add_argument(
+        "--trust-server", action="store_true", help="run without identities (passive security only)"
+    )
     args = parser.parse_args(argv)
     results = []
     for mode in args.mode:
@@ -244,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     neighbors=args.neighbors if mode == "secagg+" else None,
                     threshold=args.threshold,
                     seed=args.seed + i,
+                    trust_server=args.trust_server,
                 )
                 for i in range(max(1, args.repeat))
             ]

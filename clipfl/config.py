@@ -81,6 +81,18 @@ class RunConfig:
     clip_range: float = field(
         default=1.0, metadata=_opt("secure aggregation clips each delta coordinate to [-c, c]")
     )
+    secagg_trust_server: bool = field(
+        default=False,
+        metadata=_opt(
+            "run secure aggregation without identities: the server is TRUSTED not to substitute keys"
+        ),
+    )
+    roster: str | None = field(
+        default=None, metadata=_opt("secure aggregation: the operator-signed roster (python -m clipfl.keys)")
+    )
+    operator_key: str | None = field(
+        default=None, metadata=_opt("secure aggregation: the operator's public key that signed the roster")
+    )
     unmask_timeout: float = field(
         default=30.0, metadata=_opt("seconds the unmasking stage of secure aggregation may last")
     )
@@ -197,6 +209,9 @@ class ClientConfig:
     """What one client process needs besides the federation's data settings."""
 
     client_id: int = field(default=0, metadata=_opt("this client's id, 0 .. clients-1"))
+    identity: str | None = field(
+        default=None, metadata=_opt("secure aggregation: this client's identity key (identity-ID.secret)")
+    )
     server: str = field(default="tcp://127.0.0.1:7700", metadata=_opt("the server's address"))
     run_dir: str | None = field(default=None, metadata=_opt("where to write client-<id>.jsonl"))
     threads: int = field(default=1, metadata=_opt("torch threads for local training"))
@@ -262,6 +277,15 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, title: str | None =
             continue
         kind = _scalar(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
+        if kind is bool:  # --name / --no-name; unset stays None, so TOML and defaults still apply
+            group.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{meta.get('help', '')} (default: {'on' if default else 'off'})",
+            )
+            continue
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,

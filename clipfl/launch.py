@@ -24,6 +24,7 @@ import numpy as np
 
 from clipfl.config import RunConfig, add_flags, load_toml, run_config, unknown_keys
 from clipfl.errors import ClipflError, ConfigError
+from clipfl.keys import provision
 from clipfl.procs import ChildProcesses
 from clipfl.shaping import parse_rate
 
@@ -149,8 +150,11 @@ def config_flags(config: RunConfig) -> list[str]:
     argv: list[str] = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if value is not None:
-            argv += ["--" + f.name.replace("_", "-"), str(value)]
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
     return argv
 
 
@@ -189,6 +193,14 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
     logs.mkdir(parents=True, exist_ok=True)
     slowdowns = options.slowdowns(config)
     links = options.links(config)
+    identities: dict[int, Path] = {}
+    if config.secagg != "off" and not config.secagg_trust_server and config.roster is None:
+        # identities on, with no manual step: an operator key and a signed roster for this run only
+        provisioned = provision(run_dir / "keys", range(config.clients), overwrite=True)
+        identities = dict(provisioned.identities)
+        config = dataclasses.replace(
+            config, roster=str(provisioned.roster), operator_key=str(provisioned.operator_public)
+        )
     flags = config_flags(config)
     host = bench.server_address if bench is not None else options.host
     procs = ChildProcesses()
@@ -227,6 +239,7 @@ async def _run_federation(config: RunConfig, options: LaunchOptions, bench: Any)
                 heartbeat_timeout=options.heartbeat_timeout,
                 flags=flags,
             )
+            argv += ["--identity", str(identities[i])] if i in identities else []
             up, down = links[i]
             if bench is not None:
                 argv = bench.exec_argv(i, argv)  # the bench's qdiscs carry the caps

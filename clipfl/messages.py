@@ -31,6 +31,8 @@ import numpy as np
 from clipfl.secagg import (
     Abort,
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeysBroadcast,
     MaskedInput,
     MaskedInputRequest,
@@ -74,6 +76,8 @@ SECAGG_MESSAGES: tuple[type, ...] = (
     RelayPrivate,
     PrivateDelivery,
     Abort,
+    ConsistencyCheck,
+    ConsistencySignature,
 )
 """Secure aggregation's messages (``clipfl.secagg``), carried in the same envelopes as the rest."""
 
@@ -91,6 +95,8 @@ for _cls, _name in zip(
         "relay",
         "private",
         "abort",
+        "consistency_check",
+        "consistency_signature",
     ),
     strict=True,
 ):

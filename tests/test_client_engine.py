@@ -4,16 +4,20 @@ No event loop and no socket: what the asyncio client and a simulator both run.""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from clipfl.clip import TimingReport
 from clipfl.config import RunConfig
 from clipfl.engine.client_round import ClientEngine, RunFinished
+from clipfl.engine.instructions import instructions_of
 from clipfl.engine.pruning import encode_report
 from clipfl.errors import ConfigError
 from clipfl.messages import FitIns, FitRes, Receipt, RoundStart, Shutdown, TimingRelay, Welcome
 from clipfl.params import ParamSpec, state_of
+from clipfl.settings import CodecParams
 from clipfl.trainer import LocalTrainer, federation_data
+from clipfl.wire import decode, encode
 
 
 def _engine(config: RunConfig, client_id: int = 0) -> ClientEngine:
@@ -96,9 +100,9 @@ def test_straggler_fraction_zero_reaches_the_planner(fraction: float) -> None:
 
 
 def test_a_server_announcing_other_secure_aggregation_is_refused() -> None:
-    mine = RunConfig(clients=5, secagg="secagg+")
+    mine = RunConfig(clients=5, secagg="secagg+", secagg_trust_server=True)
     engine = _engine(mine)
-    weaker = RunConfig(clients=5, secagg="secagg+", secagg_threshold=2).run_settings()
+    weaker = RunConfig(clients=5, secagg="secagg+", secagg_threshold=3).run_settings()
     with pytest.raises(ConfigError, match="secure aggregation"):
         engine.receive(Welcome(client_id=0, token=bytes(32), settings=weaker), 0.0)
     with pytest.raises(ConfigError, match="secure aggregation"):
@@ -112,3 +116,20 @@ def test_shutdown_ends_the_run() -> None:
     engine = _engine(config)
     with pytest.raises(RunFinished):
         engine.receive(Shutdown(reason="done"), 0.0)
+
+
+def test_instructions_are_the_same_bytes_on_both_ends_of_the_wire() -> None:
+    """A float setting given as an int (round_timeout=60) must hash as the float the client reads."""
+    config = RunConfig(round_timeout=60, lr=1)
+    fit = FitIns(
+        round=2,
+        weights={"w": np.arange(4, dtype=np.float32)},
+        train=config.train_settings(),
+        seed=3,
+        deadline=config.round_timeout,
+        keep_ratio=None,
+        codec=CodecParams(clients=5, max_weight=10, clip_range=1),
+    )
+    assert instructions_of(decode(encode(fit))) == instructions_of(fit)
+    other = FitIns(**{**{f: getattr(fit, f) for f in fit.__dataclass_fields__}, "deadline": 59.0})
+    assert instructions_of(other) != instructions_of(fit)

@@ -4,10 +4,13 @@ drivers, the real engine, real torch and real secure aggregation, with no socket
 from __future__ import annotations
 
 import asyncio
+import tempfile
 
 import pytest
 
 from clipfl import Client, ClientConfig, RunConfig, Server, federation_data
+from clipfl.engine.secure_upload import Identity
+from clipfl.keys import load_identity, load_roster, provision
 from clipfl.rundir import RunDir, read_jsonl
 from transports.memory import MemoryHub
 
@@ -18,7 +21,13 @@ async def _federation(
     slowdown = slowdown or {}
     hub = MemoryHub()
     transport = hub.server()
-    server = Server(config, transport, run_dir=run_dir)
+    identities: dict[int, Identity] = {}
+    roster = None
+    if config.secagg != "off":  # identities on, as the launcher provisions them
+        keys = provision(tempfile.mkdtemp(prefix="clipfl-keys-"), range(config.clients))
+        roster = load_roster(keys.roster, keys.operator_public)
+        identities = {i: Identity(roster, load_identity(keys.identity(i))) for i in range(config.clients)}
+    server = Server(config, transport, run_dir=run_dir, roster=roster)
     shares = federation_data(config)
     async with transport:
         server.address = await transport.bind("mem://server")
@@ -29,6 +38,7 @@ async def _federation(
                 shares[i],
                 hub.client,
                 run_dir=run_dir,
+                identity=identities.get(i),
             )
             for i in range(config.clients)
         ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from clipfl.config import RunConfig
 from clipfl.engine.secure_collect import SecureCollector
+from clipfl.keys import load_roster, provision
 from clipfl.launch import client_argv, config_flags
 from clipfl.rundir import RunDir, read_jsonl
 from clipfl.secagg import Stage
@@ -28,6 +30,7 @@ async def _start_client(config: RunConfig, address: str, run_dir: Path, i: int, 
     argv = client_argv(
         i, address, run_dir, slowdown=slowdown, heartbeat_timeout=2, flags=config_flags(config)
     )
+    argv += ["--identity", str(run_dir / "keys" / f"identity-{i}.secret")]
     log = open(run_dir / f"client-{i}.log", "wb")  # noqa: SIM115, ASYNC230 - the child holds it
     return await asyncio.create_subprocess_exec(
         *argv, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
@@ -55,8 +58,11 @@ async def test_a_client_killed_during_masked_input_collection_does_not_stop_the_
         registration_timeout=120,
         secagg_neighbors=4 if mode == "secagg+" else None,
     )
+    keys = provision(tmp_path / "keys", range(config.clients))  # identities on, as the launcher does
+    config = dataclasses.replace(config, roster=str(keys.roster), operator_key=str(keys.operator_public))
     transport = ZmqServerTransport(heartbeat_interval=0.2, heartbeat_timeout=2.0)
-    server = Server(config, transport, run_dir=RunDir(tmp_path))
+    roster = load_roster(keys.roster, keys.operator_public)
+    server = Server(config, transport, run_dir=RunDir(tmp_path), roster=roster)
     procs = []
     async with transport:
         server.address = await transport.bind("tcp://127.0.0.1:0")

@@ -56,16 +56,22 @@ EXAMPLES: dict[str, Any] = {
     "receipt": m.Receipt(round=2),
     "shutdown": m.Shutdown(reason="done"),
     "secagg.setup": sa.RoundSetup(
-        round=2, mode="secagg+", clients=[0, 1, 2], threshold=2, neighbors=2, graph_seed=KEY, vector_length=9
+        round=2, mode="secagg+", clients=[0, 1, 2], threshold=2, neighbors=2, vector_length=9
     ),
     "secagg.advertise_keys": sa.AdvertiseKeys(round=2, c_public=KEY, s_public=KEY, signature=SIG),
     "secagg.keys": sa.KeysBroadcast(
         round=2, c_publics={0: KEY, 1: KEY}, s_publics={0: KEY, 1: KEY}, signatures={0: SIG, 1: SIG}
     ),
-    "secagg.share_keys": sa.ShareKeys(round=2, ciphertexts={1: b"ct"}, commitment=KEY, rejected={2: "bad"}),
-    "secagg.masked_input_request": sa.MaskedInputRequest(round=2, ciphertexts={1: b"ct", 2: b"ct2"}),
+    "secagg.share_keys": sa.ShareKeys(
+        round=2, ciphertexts={1: b"ct"}, commitment=KEY, share_commitments={1: SIG}, rejected={2: "bad"}
+    ),
+    "secagg.masked_input_request": sa.MaskedInputRequest(
+        round=2, ciphertexts={1: b"ct", 2: b"ct2"}, share_commitments={1: SIG, 2: SIG}
+    ),
     "secagg.masked_input": sa.MaskedInput(round=2, vector=np.arange(9, dtype=np.uint32), rejected={}),
-    "secagg.unmask_request": sa.UnmaskRequest(round=2, survivors=[0, 1], dropped=[2]),
+    "secagg.consistency_check": sa.ConsistencyCheck(round=2, survivors=[0, 1]),
+    "secagg.consistency_signature": sa.ConsistencySignature(round=2, signature=SIG),
+    "secagg.unmask_request": sa.UnmaskRequest(round=2, signatures={0: SIG, 1: SIG}),
     "secagg.unmask_shares": sa.UnmaskShares(round=2, b_shares={0: b"s0"}, s_shares={2: b"s2"}),
     "secagg.relay": sa.RelayPrivate(round=2, ciphertexts={1: b"sealed"}),
     "secagg.private": sa.PrivateDelivery(round=2, sender=1, ciphertext=b"sealed"),
@@ -401,11 +407,7 @@ def test_long_homogeneous_fields_take_the_fast_path_with_the_same_result() -> No
     back = decode(frames)
     assert back.metrics == {k: float(v) for k, v in metrics.items()}
     assert all(type(v) is float for v in back.metrics.values())
-    ids = decode(
-        [_env("secagg.unmask_request", {"round": 1, "survivors": list(range(5000)), "dropped": []}, [])]
-    )
+    ids = decode([_env("secagg.consistency_check", {"round": 1, "survivors": list(range(5000))}, [])])
     assert ids.survivors == list(range(5000))
     with pytest.raises(DecodeError, match=r"survivors\[4999\]: expected int"):
-        decode(
-            [_env("secagg.unmask_request", {"round": 1, "survivors": [*range(4999), "x"], "dropped": []}, [])]
-        )
+        decode([_env("secagg.consistency_check", {"round": 1, "survivors": [*range(4999), "x"]}, [])])

@@ -13,7 +13,9 @@ import torch
 from clipfl import logs
 from clipfl.client.session import Client
 from clipfl.config import ClientConfig, RunConfig, add_flags, config_from_flags, load_toml, run_config
+from clipfl.engine.secure_upload import Identity
 from clipfl.errors import ClipflError, ConfigError
+from clipfl.keys import load_identity, load_roster
 from clipfl.rundir import RunDir
 from clipfl.trainer import client_data
 from clipfl.wire import Limits
@@ -92,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             curve = load_curve_client(args.curve_secret, args.curve_server_key)
         factory = transport_factory(config, curve)
 
-        client = Client(run, config, client_data(run, config.client_id), factory, run_dir=run_dir)
+        identity = None
+        if run.roster is not None and run.operator_key is not None and config.identity is not None:
+            identity = Identity(load_roster(run.roster, run.operator_key), load_identity(config.identity))
+        data = client_data(run, config.client_id)
+        client = Client(run, config, data, factory, run_dir=run_dir, identity=identity)
         asyncio.run(client.run())
     except (ClipflError, TransportConfigError) as exc:
         print(f"clipfl.client: error: {exc}", file=sys.stderr)

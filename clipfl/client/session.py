@@ -17,6 +17,7 @@ from collections.abc import Callable
 from clipfl.aio import task_group
 from clipfl.config import ClientConfig, RunConfig
 from clipfl.engine.client_round import ClientEngine, FitJob, MustRegister, RunFinished
+from clipfl.engine.secure_upload import Identity
 from clipfl.errors import ConfigError, RemoteProtocolError
 from clipfl.rundir import RunDir
 from clipfl.trainer import ClientData, LocalTrainer
@@ -40,6 +41,7 @@ class Client:
         transport_factory: Callable[[], ClientTransport],
         *,
         run_dir: RunDir | None = None,
+        identity: Identity | None = None,
     ) -> None:
         if config.client_id >= run.clients:
             raise ConfigError(
@@ -48,7 +50,7 @@ class Client:
         self.config = config
         self.run_dir = run_dir
         self._factory = transport_factory
-        self.engine = ClientEngine(config.client_id, run, LocalTrainer(data, run.model_name))
+        self.engine = ClientEngine(config.client_id, run, LocalTrainer(data, run.model_name), identity)
         self._send_lock = asyncio.Lock()
         self._warm: asyncio.Task[None] | None = None
 

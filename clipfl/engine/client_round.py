@@ -19,8 +19,9 @@ import numpy as np
 
 from clipfl.clip import RoundTiming, SubModel
 from clipfl.config import RunConfig
+from clipfl.engine.instructions import instructions_of
 from clipfl.engine.pruning import ClientPruner
-from clipfl.engine.secure_upload import SecureUpload
+from clipfl.engine.secure_upload import Identity, SecureUpload
 from clipfl.errors import ConfigError, RemoteProtocolError
 from clipfl.messages import (
     SECAGG_MESSAGES,
@@ -85,11 +86,22 @@ class _RoundClock:
 class ClientEngine:
     """One client's side of the federation, driven by messages and the current time."""
 
-    def __init__(self, client_id: int, run: RunConfig, trainer: LocalTrainer) -> None:
+    def __init__(
+        self, client_id: int, run: RunConfig, trainer: LocalTrainer, identity: Identity | None = None
+    ) -> None:
         self.client_id = client_id
         self.trainer = trainer
         self._run = run
         self._secagg: SecAggConfig | None = run.secagg_config()
+        if self._secagg is not None and identity is None and not run.secagg_trust_server:
+            raise ConfigError(
+                "secure aggregation against a malicious server needs this client's identity: give "
+                "--roster, --operator-key and --identity (python -m clipfl.keys roster), or "
+                "--secagg-trust-server to trust the server not to substitute keys"
+            )
+        self._identity = identity
+        self._setup: RoundSetup | None = None
+        self._fit_instructions: tuple[int, bytes] | None = None
         self.settings: RunSettings | None = None
         self.needs_warm_up = True
         """The model changed (or never ran): the driver warms torch up before the next fit."""
@@ -218,6 +230,9 @@ class ClientEngine:
         seed = msg.seed * 1009 + self.client_id
         self._fit = FitJob(msg.round, msg.weights, sub, msg.train, seed, coverage, flop_ratio)
         self._fit_codec = msg.codec
+        if self._secagg is not None:
+            self._fit_instructions = (msg.round, instructions_of(msg))
+            self._start_secure()
 
     def take_fit(self) -> FitJob | None:
         """The fit the last ``FitIns`` asked for, once."""
@@ -261,7 +276,10 @@ class ClientEngine:
                     "client %d: secure aggregation setup, but the run has none: dropped", self.client_id
                 )
                 return
-            self._secure = SecureUpload(self.client_id, msg.round, self._secagg)
+            # the round's instructions come with its FitIns, next on the wire: wait for them
+            self._setup = msg
+            self._start_secure()
+            return
         secure = self._secure
         if secure is None or secure.round != msg.round:
             log.warning(
@@ -279,6 +297,15 @@ class ClientEngine:
                 report = self._pruner.report(msg.round)
                 if report is not None:  # sealed on the client-to-client channel
                     secure.client.send_private_to_all(report)
+
+    def _start_secure(self) -> None:
+        """Join the round's secure aggregation once both its setup and its ``FitIns`` are here."""
+        setup, fit = self._setup, self._fit_instructions
+        if setup is None or fit is None or setup.round != fit[0] or self._secagg is None:
+            return
+        self._setup = None
+        self._secure = SecureUpload(self.client_id, setup.round, self._secagg, self._identity, fit[1])
+        self._secure.receive(setup)
 
     def _receipt(self, msg: Receipt, now: float) -> None:
         clock = self._clock

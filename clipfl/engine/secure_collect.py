@@ -18,9 +18,11 @@ from clipfl.engine.update import UpdateSum
 from clipfl.messages import Receipt
 from clipfl.secagg import (
     AdvertiseKeys,
+    ConsistencySignature,
     FixedPoint,
     MaskedInput,
     RelayPrivate,
+    Roster,
     SecAggConfig,
     SecAggServer,
     ShareKeys,
@@ -35,7 +37,7 @@ __all__ = ["SecureCollector", "codec_of"]
 
 log = logging.getLogger(__name__)
 
-_FROM_CLIENTS = (AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares, RelayPrivate)
+_FROM_CLIENTS = (AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares, RelayPrivate)
 
 
 def codec_of(params: CodecParams) -> FixedPoint:
@@ -56,12 +58,21 @@ class SecureCollector(Collector):
         layout: UpdateLayout,
         clock: Callable[[], float],
         unmask_timeout: float,
+        roster: Roster | None = None,
+        instructions: bytes = b"",
     ) -> None:
         super().__init__(round, clients, clock)
         self._layout = layout
         self._codec = codec_of(codec)
         self._unmask_timeout = unmask_timeout
-        self._sa = SecAggServer(round=round, clients=clients, vector_length=layout.size, config=config)
+        self._sa = SecAggServer(
+            round=round,
+            clients=clients,
+            vector_length=layout.size,
+            config=config,
+            roster=roster,
+            instructions=instructions,
+        )
         self._stage_started = clock()
         self._stage = self._sa.stage
         self._sa.start()
@@ -117,8 +128,9 @@ class SecureCollector(Collector):
         return self._sa.done or self._sa.aborted is not None
 
     def next_deadline(self, round_deadline: float) -> float:
-        """Keys and masked inputs share the round's deadline; unmasking gets its own short one."""
-        if self._sa.stage is Stage.UNMASKING:
+        """Keys and masked inputs share the round's deadline; the consistency check and unmasking
+        get their own short one."""
+        if self._sa.stage in (Stage.CONSISTENCY, Stage.UNMASKING):
             return self._stage_started + self._unmask_timeout
         return round_deadline
 

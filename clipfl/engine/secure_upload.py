@@ -1,31 +1,58 @@
 """One client's side of one secure round: a ``SecAggClient`` plus the fixed-point codec.
 
 The client builds its ``SecAggConfig`` from its own configuration, never from what the server
-announces (``ClientEngine`` refuses a run whose secure aggregation differs from its own), and checks
-the round's codec numbers against its own weight cap before it encodes anything.
+announces (``ClientEngine`` refuses a run whose secure aggregation differs from its own); with a
+roster (``Identity``) it refuses peers whose keys the roster's identities did not sign, and it binds
+the round's instructions (``instructions_of``) into every signature. It checks the round's codec
+against its own weight and clip caps before it encodes anything.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import nacl.signing
 import numpy as np
 
 from clipfl.engine.secure_collect import codec_of
 from clipfl.errors import RemoteProtocolError
-from clipfl.secagg import PrivatePayload, SecAggClient, SecAggConfig, UpdateLayout
+from clipfl.secagg import PrivatePayload, Roster, SecAggClient, SecAggConfig, UpdateLayout
 from clipfl.settings import CodecParams
 
-__all__ = ["SecureUpload"]
+__all__ = ["Identity", "SecureUpload"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Identity:
+    """A client's identity for secure aggregation: the operator-signed roster (already verified
+    against the operator key) and this client's Ed25519 signing key, provisioned out of band."""
+
+    roster: Roster
+    signing_key: nacl.signing.SigningKey
 
 
 class SecureUpload:
     """One client's secure aggregation for one round."""
 
-    def __init__(self, client_id: int, round: int, config: SecAggConfig) -> None:
-        self.client = SecAggClient(client_id=client_id, round=round, config=config)
+    def __init__(
+        self,
+        client_id: int,
+        round: int,
+        config: SecAggConfig,
+        identity: Identity | None,
+        instructions: bytes,
+    ) -> None:
+        self.client = SecAggClient(
+            client_id=client_id,
+            round=round,
+            config=config,
+            roster=identity.roster if identity is not None else None,
+            signing_key=identity.signing_key if identity is not None else None,
+            trust_server=identity is None,
+            instructions=instructions,
+        )
         self.round = round
-        self._config = config
 
     def receive(self, msg: Any) -> None:
         self.client.receive(msg)
@@ -39,18 +66,11 @@ class SecureUpload:
         rng: np.random.Generator | None = None,
     ) -> None:
         """Encode ``[weight * delta | coverage]`` and hand it to the protocol (sent when asked)."""
-        if codec.max_weight > self._config.max_weight:
-            raise RemoteProtocolError(
-                f"the server sized the round's codec for weight {codec.max_weight}, above this client's "
-                f"cap of {self._config.max_weight:g}: refusing to encode"
-            )
-        if codec.clip_range != self._config.clip_range:
-            raise RemoteProtocolError(
-                f"the server's clip range {codec.clip_range:g} differs from this client's "
-                f"{self._config.clip_range:g}"
-            )
+        fixed = codec_of(codec)
+        if not self.client.accept_codec(fixed):  # above this client's caps: it leaves the round
+            raise RemoteProtocolError(f"the server's codec for round {self.round} exceeds this client's caps")
         layout = UpdateLayout(delta.shape[0], trained_units.shape[0])
-        self.client.set_input(layout.encode(codec_of(codec), delta, trained_units, weight, rng))
+        self.client.set_input(layout.encode(fixed, delta, trained_units, weight, rng))
 
     def data_to_send(self) -> list[Any]:
         return self.client.data_to_send()

@@ -21,12 +21,13 @@ import numpy as np
 
 from clipfl.config import RunConfig
 from clipfl.engine.collect import Collector, PlainCollector
+from clipfl.engine.instructions import instructions_of
 from clipfl.engine.secure_collect import SecureCollector
 from clipfl.engine.strategy import FitPlan, Strategy
 from clipfl.engine.update import ClientInfo, UpdateSum
 from clipfl.messages import FitIns, RoundStart
 from clipfl.params import ParamSpec
-from clipfl.secagg import UpdateLayout
+from clipfl.secagg import Roster, UpdateLayout
 from clipfl.settings import CodecParams, RunSettings
 from clipfl.wire import Message
 
@@ -64,6 +65,7 @@ class ServerRound:
         coverage_size: int,
         global_weights: np.ndarray,
         clock: Callable[[], float],
+        roster: Roster | None = None,
     ) -> None:
         self.round = round
         self._strategy = strategy
@@ -77,6 +79,7 @@ class ServerRound:
         self._codec: CodecParams | None = None
         self._collector: Collector | None = None
         self._refused: dict[int, str] = {}
+        self._weights_named: dict[str, np.ndarray] | None = None
         secagg = settings.secagg
         if secagg is None:
             self._collector = PlainCollector(
@@ -91,6 +94,8 @@ class ServerRound:
                 max_weight=max(self.weights.values()),
                 clip_range=secagg.clip_range,
             )
+            # every client of a secure round is told the same (no per-client keep ratio under secagg)
+            instructions = instructions_of(self._fit_ins(None))
             self._collector = SecureCollector(
                 round,
                 self.plan.clients,
@@ -99,6 +104,8 @@ class ServerRound:
                 layout=UpdateLayout(spec.size, coverage_size),
                 clock=clock,
                 unmask_timeout=config.unmask_timeout,
+                roster=roster,
+                instructions=instructions,
             )
 
     # ------------------------------------------------------------------------------- the verbs
@@ -118,21 +125,24 @@ class ServerRound:
             else:
                 self._collector.fail(client_id, "disconnected before the round started")
         out.extend(self._collector.data_to_send())
-        weights = self._spec.unflatten(self._global)
         for client_id in self.plan.clients:
-            if client_id in self._collector.failures:
-                continue
-            fit = FitIns(
-                round=self.round,
-                weights=weights,
-                train=self.plan.train,
-                seed=self.plan.seed,
-                deadline=self.plan.deadline_seconds,
-                keep_ratio=self.plan.keep_ratios.get(client_id),
-                codec=self._codec,
-            )
-            out.append((client_id, fit))
+            if client_id not in self._collector.failures:
+                out.append((client_id, self._fit_ins(client_id)))
         return out
+
+    def _fit_ins(self, client_id: int | None) -> FitIns:
+        """What ``client_id`` trains under (the shared part for None)."""
+        if self._weights_named is None:
+            self._weights_named = self._spec.unflatten(self._global)
+        return FitIns(
+            round=self.round,
+            weights=self._weights_named,
+            train=self.plan.train,
+            seed=self.plan.seed,
+            deadline=self.plan.deadline_seconds,
+            keep_ratio=self.plan.keep_ratios.get(client_id) if client_id is not None else None,
+            codec=self._codec,
+        )
 
     @property
     def expected(self) -> frozenset[int]:

@@ -14,6 +14,8 @@ from clipfl.secagg.messages import (
     Abort,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeysBroadcast,
     MaskedInput,
     MaskedInputRequest,
@@ -26,16 +28,23 @@ from clipfl.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from clipfl.secagg.params import CORRUPTED_FRACTION, DROPOUT_FRACTION, ActiveParameters, active_parameters
 from clipfl.secagg.prg import MaskStream, expand
+from clipfl.secagg.roster import Roster, RosterEntry
 from clipfl.secagg.server import SecAggServer, ServerStatistics
 from clipfl.secagg.stages import Stage
 
 __all__ = [
+    "CORRUPTED_FRACTION",
+    "DROPOUT_FRACTION",
     "MODES",
     "Abort",
+    "ActiveParameters",
     "AdvertiseKeys",
     "ClientMessage",
     "ClientStatistics",
+    "ConsistencyCheck",
+    "ConsistencySignature",
     "FixedPoint",
     "KeysBroadcast",
     "MaskStream",
@@ -47,6 +56,8 @@ __all__ = [
     "PrivatePayload",
     "RelayPrivate",
     "ResolvedSecAgg",
+    "Roster",
+    "RosterEntry",
     "RoundSetup",
     "SecAggClient",
     "SecAggConfig",
@@ -58,6 +69,7 @@ __all__ = [
     "UnmaskRequest",
     "UnmaskShares",
     "UpdateLayout",
+    "active_parameters",
     "expand",
     "regular_graph",
 ]

@@ -7,11 +7,16 @@ The driver feeds server messages to ``receive``, supplies the encoded update wit
 or after the server asks for it), and sends whatever ``data_to_send`` returns. Nothing here waits,
 reads a clock or touches a socket; randomness and identity keys are injected.
 
-Everything the server sends is checked. A fault that only hurts one peer (a bad signature, a low-order
-key, a sealed share that does not open) excludes that peer and is reported to the server in the next
-message; a fault that would endanger this client's privacy (a threshold lower than ours, survivors
-too few to hide our input, a client named both survivor and dropped) aborts the round for this client:
-it answers nothing more.
+Everything the server sends is checked against this client's own configuration and the operator's
+roster, never against numbers the server chose. A sealed share that does not open or does not match
+its dealer's commitment excludes that dealer and is reported to the server (an accusation, budgeted
+by the server). A fault that would endanger this client's privacy aborts the round for this client,
+which then answers nothing more: a round weaker than its own configuration, a key not signed by the
+roster identity of its id, its own keys altered, a survivor set too small to hide its input, or fewer
+than ``t`` valid consistency signatures on the survivor set it signed.
+
+Without a roster the client cannot tell its peers' keys from the server's: that needs the explicit
+``trust_server=True``.
 """
 
 from __future__ import annotations
@@ -21,19 +26,23 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import nacl.exceptions
 import nacl.public
 import nacl.signing
 import numpy as np
 
-from clipfl.errors import ClipflError, LocalProtocolError, RemoteProtocolError
+from clipfl.errors import ClipflError, ConfigError, LocalProtocolError, RemoteProtocolError
 from clipfl.secagg import keys as K
 from clipfl.secagg import shamir
 from clipfl.secagg.config import SecAggConfig
-from clipfl.secagg.graph import regular_graph
+from clipfl.secagg.encoding import FixedPoint
+from clipfl.secagg.graph import round_neighbors
 from clipfl.secagg.messages import (
     Abort,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeysBroadcast,
     MaskedInput,
     MaskedInputRequest,
@@ -46,6 +55,7 @@ from clipfl.secagg.messages import (
     UnmaskShares,
 )
 from clipfl.secagg.prg import MaskStream
+from clipfl.secagg.roster import Roster
 from clipfl.secagg.stages import Role, Stage, next_stage
 
 __all__ = ["ClientStatistics", "PrivatePayload", "SecAggClient"]
@@ -84,30 +94,53 @@ class SecAggClient:
         round: int,
         config: SecAggConfig,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        roster: Roster | None = None,
         signing_key: nacl.signing.SigningKey | None = None,
-        verify_keys: Mapping[int, bytes] | None = None,
+        trust_server: bool = False,
+        instructions: bytes = b"",
     ) -> None:
-        if config.identities and (signing_key is None or verify_keys is None):
-            raise LocalProtocolError(
-                "identities are on: the client needs its signing key and the verify keys"
+        """``roster`` (verified by the caller against the operator key) and this client's identity
+        ``signing_key`` turn identities on; without a roster, ``trust_server=True`` must say that the
+        server is trusted not to substitute keys. ``instructions``: opaque bytes describing what this
+        client trains under this round (model version, keep-ratio rule, deadline), bound into every
+        signature so that clients given different instructions cannot complete a round together."""
+        if roster is None and not trust_server:
+            raise ConfigError(
+                "secure aggregation without a roster trusts the server with every key: "
+                "give the client the operator-signed roster, or pass trust_server=True"
             )
+        if roster is not None:
+            entry = roster.entry(client_id)
+            if signing_key is None:
+                raise ConfigError(f"client {client_id} has a roster but no identity signing key")
+            if entry is None or entry.identity_key != bytes(signing_key.verify_key):
+                raise ConfigError(
+                    f"the roster does not list this identity key for client {client_id}: "
+                    "provision the client again (python -m clipfl.keys roster)"
+                )
         self.client_id = client_id
         self.round = round
         self.config = config
         self._random_bytes = random_bytes
-        self._signing_key = signing_key
-        self._verify_keys = dict(verify_keys or {})
+        self._identities = roster.identity_keys() if roster is not None else None
+        self._signing_key = signing_key if roster is not None else None
+        self._instructions = K.instructions_digest(instructions)
         self._stage = Stage.SETUP
         self._aborted: str | None = None
         self._outgoing: list[ClientMessage] = []
         self._inbox: list[PrivatePayload] = []
         self._input: np.ndarray | None = None
+        self._codec: FixedPoint | None = None
         # filled as the round goes
+        self._n = 0
         self._threshold = 0
+        self._consistency = 0
+        self._neighbor_count = 0
         self._length = 0
         self._x: dict[int, int] = {}
         self._neighbors: frozenset[int] = frozenset()
         self._keys: K.RoundKeys | None = None
+        self._keys_digest = b""
         self._boxes: dict[int, nacl.public.Box] = {}
         self._seeds: dict[int, bytes] = {}
         self._b = b""
@@ -115,6 +148,8 @@ class SecAggClient:
         self._shares: dict[int, tuple[int, int]] = {}
         self._mask_peers: frozenset[int] = frozenset()
         self._share_rejects: dict[int, str] = {}
+        self._survivors: frozenset[int] = frozenset()
+        self._statement = b""
         self._seq_out: dict[int, int] = {}
         self._seq_in: dict[int, int] = {}
         self.peer_failures: dict[int, str] = {}
@@ -176,7 +211,7 @@ class SecAggClient:
 
     def set_input(self, vector: np.ndarray) -> None:
         """The encoded update ``x_u`` (uint32, the round's vector length); masked and sent when asked."""
-        if self._input is not None or self._stage in (Stage.UNMASKING, Stage.DONE):
+        if self._input is not None or self._stage in (Stage.CONSISTENCY, Stage.UNMASKING, Stage.DONE):
             raise LocalProtocolError(f"client {self.client_id}: input already set")
         if not isinstance(vector, np.ndarray) or vector.dtype != np.uint32 or vector.ndim != 1:
             raise LocalProtocolError("input must be a 1-D uint32 array (encode it with FixedPoint)")
@@ -185,6 +220,27 @@ class SecAggClient:
         self._input = vector
         if self._stage is Stage.MASKED_INPUT:
             self._send_masked_input()
+
+    def accept_codec(self, codec: FixedPoint) -> bool:
+        """Whether to encode with ``codec`` (built from numbers the server sent); ``False`` aborts.
+
+        Attack 6: a server (or one client's inflated sample count) that widens the encoding range
+        rounds every honest delta towards zero. This client refuses a codec for a larger weight or
+        clip range than its own configuration allows, or for another number of clients than the round.
+        """
+        reason = None
+        if codec.max_weight > self.config.max_weight:
+            reason = f"weight range {codec.max_weight:g} exceeds this client's cap {self.config.max_weight:g}"
+        elif codec.clip_range > self.config.clip_range:
+            reason = f"clip range {codec.clip_range:g} exceeds this client's {self.config.clip_range:g}"
+        elif self._n and codec.n_clients != self._n:
+            reason = f"codec for {codec.n_clients} clients, the round has {self._n}"
+        if reason is not None:
+            if self._aborted is None:
+                self._abort(f"refused the fixed-point codec: {reason}")
+            return False
+        self._codec = codec
+        return True
 
     def receive(self, message: ServerMessage) -> None:
         """Process one server message; a bad one aborts this client's round, it never raises for it."""
@@ -210,13 +266,15 @@ class SecAggClient:
                 self._on_keys(message)
             elif isinstance(message, MaskedInputRequest):
                 self._on_masked_input_request(message)
+            elif isinstance(message, ConsistencyCheck):
+                self._on_consistency_check(message)
             elif isinstance(message, UnmaskRequest):
                 self._on_unmask_request(message)
             elif isinstance(message, PrivateDelivery):
                 self._on_private(message)
             elif isinstance(message, Abort):
                 self._abort(f"server aborted the round: {message.reason}")
-        except RemoteProtocolError as exc:
+        except (RemoteProtocolError, ConfigError) as exc:
             self._abort(f"in stage {before.value}: {exc}")
 
     def send_private(self, peer: int, payload: bytes) -> None:
@@ -264,29 +322,31 @@ class SecAggClient:
         self._shares.clear()
 
     def _on_setup(self, msg: RoundSetup) -> None:
-        if msg.mode != self.config.mode:
-            raise RemoteProtocolError(
-                f"server runs {msg.mode!r}, this client is configured for {self.config.mode!r}"
-            )
         if self.client_id not in msg.clients:
             raise RemoteProtocolError("this client is not among the round's clients")
         try:
-            resolved = self.config.resolved(len(msg.clients))
-        except ClipflError as exc:
-            raise RemoteProtocolError(f"round setup is impossible here: {exc}") from exc
-        if (msg.threshold, msg.neighbors) != (resolved.threshold, resolved.neighbors):
-            raise RemoteProtocolError(
-                f"server announced t={msg.threshold}, k={msg.neighbors}; this client requires "
-                f"t={resolved.threshold}, k={resolved.neighbors} for n={resolved.n}"
+            resolved = self.config.check_setup(
+                mode=msg.mode, n=len(msg.clients), threshold=msg.threshold, neighbors=msg.neighbors
             )
+        except ClipflError as exc:
+            raise RemoteProtocolError(f"round setup refused: {exc}") from exc
+        if self._identities is not None and not set(msg.clients) <= self._identities.keys():
+            strangers = sorted(set(msg.clients) - self._identities.keys())[:5]
+            raise RemoteProtocolError(f"round names clients that are not on the roster: {strangers}")
         if self._input is not None and self._input.shape[0] != msg.vector_length:
             raise RemoteProtocolError(
                 f"round vector length {msg.vector_length} differs from the input's {self._input.shape[0]}"
             )
-        self._threshold = msg.threshold
+        if self._codec is not None and self._codec.n_clients != len(msg.clients):
+            raise RemoteProtocolError(
+                f"codec for {self._codec.n_clients} clients, the round has {len(msg.clients)}"
+            )
+        self._n = resolved.n
+        self._threshold = resolved.threshold
+        self._consistency = resolved.consistency
+        self._neighbor_count = resolved.neighbors
         self._length = msg.vector_length
         self._x = {cid: i + 1 for i, cid in enumerate(sorted(msg.clients))}
-        self._neighbors = regular_graph(msg.clients, msg.neighbors, msg.graph_seed)[self.client_id]
         self._keys = K.RoundKeys.generate(self._random_bytes)
         signature = None
         if self._signing_key is not None:
@@ -295,6 +355,7 @@ class SecAggClient:
                 client_id=self.client_id,
                 c_public=self._keys.c_public,
                 s_public=self._keys.s_public,
+                instructions=self._instructions,
             )
             signature = K.sign_keys(self._signing_key, statement)
         self._outgoing.append(
@@ -306,48 +367,71 @@ class SecAggClient:
             )
         )
 
-    def _check_peer_keys(
-        self, v: int, c_public: bytes, s_public: bytes, signature: bytes | None
-    ) -> str | None:
-        """Why peer ``v``'s advertised keys are unacceptable, or ``None``."""
-        if self.config.identities:
-            verify_key = self._verify_keys.get(v)
-            if verify_key is None:
-                return "no registered identity"
-            if signature is None:
-                return "keys are not signed"
-            statement = K.keys_statement(round_=self.round, client_id=v, c_public=c_public, s_public=s_public)
-            if not K.verify_signature(verify_key, statement, signature):
-                return "bad signature on advertised keys"
-        try:
-            K.check_public_key(c_public)
-            K.check_public_key(s_public)
-        except ValueError as exc:
-            return str(exc)
-        return None
+    def _check_broadcast(self, msg: KeysBroadcast) -> None:
+        """Refuse a key broadcast that is not exactly what the roster's identities signed.
+
+        An honest server verifies every advertised key against the roster before forwarding it, so
+        one bad signature means the server substituted keys (attack 1) or gave clients different
+        instructions (attack 8): either way this client leaves the round before sealing anything.
+        """
+        assert self._keys is not None
+        offered = set(msg.c_publics)
+        strangers = offered - self._x.keys()
+        if strangers:
+            raise RemoteProtocolError(
+                f"key broadcast names clients outside the round: {sorted(strangers)[:5]}"
+            )
+        if (msg.c_publics.get(self.client_id), msg.s_publics.get(self.client_id)) != (
+            self._keys.c_public,
+            self._keys.s_public,
+        ):
+            raise RemoteProtocolError("the server altered or left out this client's own advertised keys")
+        if len(offered) < max(self._threshold, self.config.min_clients):
+            raise RemoteProtocolError(
+                f"only {len(offered)} clients advertised keys (t={self._threshold}, "
+                f"minimum {self.config.min_clients}): refusing the round"
+            )
+        if self._identities is None:
+            return
+        for v in sorted(offered - {self.client_id}):
+            signature = msg.signatures.get(v)
+            statement = K.keys_statement(
+                round_=self.round,
+                client_id=v,
+                c_public=msg.c_publics[v],
+                s_public=msg.s_publics[v],
+                instructions=self._instructions,
+            )
+            if signature is None or not K.verify_signature(self._identities[v], statement, signature):
+                raise RemoteProtocolError(
+                    f"keys of client {v} are not signed by its roster identity under this client's "
+                    "instructions: the server substituted them, or instructions differ"
+                )
 
     def _on_keys(self, msg: KeysBroadcast) -> None:
         assert self._keys is not None
-        offered = set(msg.c_publics)
-        strangers = offered - self._neighbors
-        if strangers:
-            raise RemoteProtocolError(
-                f"server sent keys of clients that are not neighbours: {sorted(strangers)[:5]}"
-            )
+        self._check_broadcast(msg)
+        everyone = {v: (msg.c_publics[v], msg.s_publics[v]) for v in msg.c_publics}
+        # Bell et al. (CCS 2020) need a graph the server cannot choose: hash every signed key.
+        self._keys_digest = K.keys_digest(self.round, everyone)
+        self._neighbors = round_neighbors(
+            sorted(everyone), self._neighbor_count, self._keys_digest, self.client_id
+        )
         s_private = bytes(self._keys.s_private)
-        for v in sorted(offered):
-            reason = self._check_peer_keys(v, msg.c_publics[v], msg.s_publics[v], msg.signatures.get(v))
-            if reason is not None:
-                self.peer_failures[v] = reason
-                continue
-            self._boxes[v] = nacl.public.Box(self._keys.c_private, nacl.public.PublicKey(msg.c_publics[v]))
-            self._seeds[v] = K.mask_seed(
-                s_private, msg.s_publics[v], round_=self.round, u=self.client_id, v=v
-            )
+        for v in sorted(self._neighbors):
+            # Only keys this client uses need the low-order check; libsodium refuses them in both calls.
+            try:
+                box = nacl.public.Box(self._keys.c_private, nacl.public.PublicKey(msg.c_publics[v]))
+                self._seeds[v] = K.mask_seed(
+                    s_private, msg.s_publics[v], round_=self.round, u=self.client_id, v=v
+                )
+            except (ValueError, nacl.exceptions.CryptoError) as exc:
+                raise RemoteProtocolError(f"keys of client {v} are low-order points: {exc}") from exc
+            self._boxes[v] = box
         peers = sorted(self._boxes)
         if len(peers) + 1 < self._threshold:
             raise RemoteProtocolError(
-                f"only {len(peers)} usable neighbours: shares could never reach t={self._threshold}"
+                f"only {len(peers)} neighbours: shares could never reach t={self._threshold}"
             )
         self._b = self._random_bytes(shamir.SECRET_BYTES)
         xs = [self._x[v] for v in peers] + [self._x[self.client_id]]
@@ -355,19 +439,27 @@ class SecAggClient:
         s_shares = shamir.split(s_private, threshold=self._threshold, xs=xs, random_bytes=self._random_bytes)
         me = self._x[self.client_id]
         self._own_shares = (b_shares[me], s_shares[me])
-        ciphertexts = {}
-        for v in peers:
-            plain = K.SharePlaintext(
-                self.round, self.client_id, v, b_shares[self._x[v]], s_shares[self._x[v]]
-            )
-            ciphertexts[v] = K.seal(self._boxes[v], plain.pack(), self._random_bytes)
+        ciphertexts, commitments = {}, {}
+        for v in [*peers, self.client_id]:
+            b_share, s_share = b_shares[self._x[v]], s_shares[self._x[v]]
+            commitments[v] = self._share_commitments(self.client_id, v, b_share, s_share)
+            if v != self.client_id:
+                plain = K.SharePlaintext(self.round, self.client_id, v, b_share, s_share)
+                ciphertexts[v] = K.seal(self._boxes[v], plain.pack(), self._random_bytes)
         self._outgoing.append(
             ShareKeys(
                 round=self.round,
                 ciphertexts=ciphertexts,
                 commitment=K.commitment(self._b, round_=self.round, u=self.client_id),
+                share_commitments=commitments,
                 rejected=dict(self.peer_failures),
             )
+        )
+
+    def _share_commitments(self, dealer: int, holder: int, b_share: int, s_share: int) -> bytes:
+        common = {"round_": self.round, "dealer": dealer, "holder": holder}
+        return K.share_commitment(kind=b"b", share=b_share, **common) + K.share_commitment(
+            kind=b"s", share=s_share, **common
         )
 
     def _on_masked_input_request(self, msg: MaskedInputRequest) -> None:
@@ -375,7 +467,7 @@ class SecAggClient:
         strangers = senders - self._boxes.keys()
         if strangers:
             raise RemoteProtocolError(
-                f"server routed shares from clients this client did not accept: {sorted(strangers)[:5]}"
+                f"server routed shares from clients that are not neighbours: {sorted(strangers)[:5]}"
             )
         if len(senders) + 1 < self._threshold:
             raise RemoteProtocolError(
@@ -385,15 +477,19 @@ class SecAggClient:
             try:
                 plain = K.open_sealed(self._boxes[v], msg.ciphertexts[v])
                 share = K.SharePlaintext.unpack(plain, round_=self.round, sender=v, receiver=self.client_id)
+                if (
+                    self._share_commitments(v, self.client_id, share.b_share, share.s_share)
+                    != (msg.share_commitments[v])
+                ):
+                    raise ValueError("shares do not match the dealer's commitments")
             except ValueError as exc:
                 self._share_rejects[v] = f"sealed shares rejected: {exc}"
                 self.peer_failures[v] = self._share_rejects[v]
                 continue
             self._shares[v] = (share.b_share, share.s_share)
-        # Mask with the server's U2 except the senders we reject: the server fails every rejected
-        # sender (its masked input never counts) and knows we did not mask with it, so it removes
-        # only the masks that were really applied. A sender that garbles all its shares then costs
-        # the round nothing, where masking with it would leave masks nobody can rebuild.
+        # Mask with the server's U2 except the senders we reject: the server fails every accused
+        # sender within the accusation budget (or this client beyond it), and knows we did not mask
+        # with it, so it removes only the masks that were really applied.
         self._mask_peers = senders - self._share_rejects.keys()
         if self._input is not None:
             self._send_masked_input()
@@ -410,31 +506,61 @@ class SecAggClient:
                 stream.subtract(y, self._seeds[v])
         self._masks_applied = 1 + len(self._mask_peers)
         self._input = None
-        self._stage = Stage.UNMASKING
+        self._stage = Stage.CONSISTENCY
         self._outgoing.append(MaskedInput(round=self.round, vector=y, rejected=dict(self._share_rejects)))
 
-    def _on_unmask_request(self, msg: UnmaskRequest) -> None:
-        survivors, dropped = set(msg.survivors), set(msg.dropped)
-        if survivors & dropped:
-            raise RemoteProtocolError(
-                f"clients named both survivor and dropped: {sorted(survivors & dropped)[:5]}"
-            )
-        if self.client_id not in survivors:
-            raise RemoteProtocolError("this client is listed as dropped: refusing to reveal its mask key")
-        strangers = ((survivors - {self.client_id}) - self._mask_peers) | (dropped - self._mask_peers)
+    def _on_consistency_check(self, msg: ConsistencyCheck) -> None:
+        """Bonawitz et al.'s consistency check: sign the survivor set once; it fixes what we reveal."""
+        survivors = frozenset(msg.survivors)
+        strangers = survivors - self._x.keys()
         if strangers:
             raise RemoteProtocolError(
-                f"unmask request names clients outside my mask set: {sorted(strangers)[:5]}"
+                f"survivor set names clients outside the round: {sorted(strangers)[:5]}"
             )
-        if len(survivors) < self._threshold:
+        if self.client_id not in survivors:
+            raise RemoteProtocolError("this client is not in the survivor set: refusing to reveal anything")
+        hidden_among = survivors & (self._mask_peers | {self.client_id})
+        if len(hidden_among) < self._threshold:
             raise RemoteProtocolError(
-                f"only {len(survivors)} survivors among my neighbours and me (t={self._threshold}): "
+                f"only {len(hidden_among)} survivors among my neighbours and me (t={self._threshold}): "
                 "unmasking would expose too small a sum"
             )
+        if self._identities is not None and len(survivors) < self._consistency:
+            raise RemoteProtocolError(
+                f"survivor set of {len(survivors)} can never gather the {self._consistency} consistency "
+                "signatures this client requires"
+            )
+        self._survivors = survivors
+        self._statement = K.consistency_statement(
+            round_=self.round, survivors=survivors, keys=self._keys_digest, instructions=self._instructions
+        )
+        signature = K.sign_keys(self._signing_key, self._statement) if self._signing_key is not None else None
+        self._outgoing.append(ConsistencySignature(round=self.round, signature=signature))
+
+    def _on_unmask_request(self, msg: UnmaskRequest) -> None:
+        if self._identities is not None:
+            valid = 0
+            for v in sorted(msg.signatures.keys() & self._survivors):
+                if K.verify_signature(self._identities[v], self._statement, msg.signatures[v]):
+                    valid += 1
+                    if valid >= self._consistency:
+                        break
+            if valid < self._consistency:
+                raise RemoteProtocolError(
+                    f"only {valid} valid consistency signatures on the survivor set this client signed "
+                    f"(needs {self._consistency}): the server showed clients different sets; "
+                    "revealing nothing"
+                )
         shares = dict(self._shares)
         shares[self.client_id] = self._own_shares
-        b_shares = {v: shamir.share_to_bytes(shares[v][0]) for v in sorted(survivors) if v in shares}
-        s_shares = {v: shamir.share_to_bytes(shares[v][1]) for v in sorted(dropped) if v in shares}
+        members = self._survivors & (self._mask_peers | {self.client_id})
+        # Never both secrets of one client: b for members of the signed set, s for the others.
+        b_shares = {v: shamir.share_to_bytes(shares[v][0]) for v in sorted(members) if v in shares}
+        s_shares = {
+            v: shamir.share_to_bytes(shares[v][1])
+            for v in sorted(self._mask_peers - self._survivors)
+            if v in shares
+        }
         self._outgoing.append(UnmaskShares(round=self.round, b_shares=b_shares, s_shares=s_shares))
         self._b = b""
         self._shares.clear()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import nacl.bindings
@@ -37,12 +37,16 @@ __all__ = [
     "SharePlaintext",
     "check_public_key",
     "commitment",
+    "consistency_statement",
+    "instructions_digest",
+    "keys_digest",
     "keys_statement",
     "mask_seed",
     "open_sealed",
     "public_key_of",
     "seal",
     "self_mask_seed",
+    "share_commitment",
     "sign_keys",
     "verify_signature",
 ]
@@ -127,9 +131,56 @@ def commitment(b: bytes, *, round_: int, u: int) -> bytes:
     return hashlib.blake2b(_ids(round_, u, u), digest_size=32, key=b, person=b"clipfl.commit.v1").digest()
 
 
-def keys_statement(*, round_: int, client_id: int, c_public: bytes, s_public: bytes) -> bytes:
-    """The bytes a client signs with its Ed25519 identity to vouch for its advertised keys."""
-    return b"clipfl.secagg.keys.v1" + _ids(round_, client_id, client_id) + c_public + s_public
+def instructions_digest(instructions: bytes) -> bytes:
+    """The 32-byte hash of what a client trains under (opaque bytes from the driver), bound into
+    every statement it signs, so clients given different instructions cannot agree (attack 8)."""
+    return hashlib.blake2b(bytes(instructions), digest_size=32, person=b"clipfl.instr.v1").digest()
+
+
+def keys_statement(
+    *, round_: int, client_id: int, c_public: bytes, s_public: bytes, instructions: bytes = bytes(32)
+) -> bytes:
+    """The bytes a client signs with its Ed25519 identity to vouch for its advertised keys.
+
+    ``instructions`` is the ``instructions_digest`` of what it was told to train under.
+    """
+    return b"clipfl.secagg.keys.v2" + _ids(round_, client_id, client_id) + c_public + s_public + instructions
+
+
+def keys_digest(round_: int, keys: Mapping[int, tuple[bytes, bytes]]) -> bytes:
+    """A hash of every advertised key pair of the round (id -> (c, s)): the SecAgg+ graph seed.
+
+    Every client computes it from the broadcast it verified, so the server cannot choose the graph;
+    it is also signed in the consistency check, so clients shown different key sets disagree.
+    """
+    h = hashlib.blake2b(struct.pack(">Q", round_), digest_size=32, person=b"clipfl.keyset.v1")
+    for cid in sorted(keys):
+        c_public, s_public = keys[cid]
+        h.update(struct.pack(">Q", cid) + c_public + s_public)
+    return h.digest()
+
+
+def consistency_statement(
+    *, round_: int, survivors: Iterable[int], keys: bytes, instructions: bytes
+) -> bytes:
+    """What a client signs in the consistency check (Bonawitz et al., CCS 2017, round 4 of the active
+    protocol): the round, the survivor set U3 the server announced, the key-set digest it saw and its
+    instructions digest. Shares are revealed only against ``t`` signatures on these exact bytes."""
+    ids = sorted(survivors)
+    h = hashlib.blake2b(struct.pack(f">{len(ids)}Q", *ids), digest_size=32, person=b"clipfl.u3.v1")
+    return b"clipfl.secagg.consistency.v1" + struct.pack(">Q", round_) + h.digest() + keys + instructions
+
+
+def share_commitment(*, round_: int, dealer: int, holder: int, kind: bytes, share: int) -> bytes:
+    """A binding commitment to one Shamir share (``kind`` b"b" or b"s") that ``dealer`` gave ``holder``.
+
+    The dealer publishes one per holder; the holder checks its share against it on receipt, and the
+    server checks every revealed share against it, so a lying holder is identified with one hash
+    instead of a search over subsets. Hiding: a share of a degree ``t - 1`` polynomial is uniform, and
+    ``t - 1`` known shares leave the 256-bit secret to guess before any other commitment can be tested.
+    """
+    data = _ids(round_, dealer, holder) + kind + share.to_bytes(SHARE_BYTES, "big")
+    return hashlib.blake2b(data, digest_size=32, person=b"clipfl.share.v1").digest()
 
 
 def seal(box: nacl.public.Box, plaintext: bytes, random_bytes: RandomBytes) -> bytes:

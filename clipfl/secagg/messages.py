@@ -6,9 +6,9 @@ check shapes and types and raise ``TypeError``/``ValueError``; whether the *cont
 (the right peers, the right length) is for the state machines to judge, which turn a bad message
 into a failed peer (server) or an aborted round (client).
 
-Server to client: ``RoundSetup``, ``KeysBroadcast``, ``MaskedInputRequest``, ``UnmaskRequest``,
-``PrivateDelivery``, ``Abort``. Client to server: ``AdvertiseKeys``, ``ShareKeys``, ``MaskedInput``,
-``UnmaskShares``, ``RelayPrivate``.
+Server to client: ``RoundSetup``, ``KeysBroadcast``, ``MaskedInputRequest``, ``ConsistencyCheck``,
+``UnmaskRequest``, ``PrivateDelivery``, ``Abort``. Client to server: ``AdvertiseKeys``, ``ShareKeys``,
+``MaskedInput``, ``ConsistencySignature``, ``UnmaskShares``, ``RelayPrivate``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ __all__ = [
     "Abort",
     "AdvertiseKeys",
     "ClientMessage",
+    "ConsistencyCheck",
+    "ConsistencySignature",
     "KeysBroadcast",
     "MaskedInput",
     "MaskedInputRequest",
@@ -83,14 +85,14 @@ def _any_bytes(name: str, value: Any) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoundSetup:
-    """Server -> client, stage 0: the round's clients, parameters and the public graph seed."""
+    """Server -> client, stage 0: the round's clients and parameters (each client checks them against
+    its own; the SecAgg+ graph seed is derived from the advertised keys, never sent by the server)."""
 
     round: int
     mode: str
     clients: list[int]
     threshold: int
     neighbors: int
-    graph_seed: bytes
     vector_length: int
 
     def __post_init__(self) -> None:
@@ -99,7 +101,6 @@ class RoundSetup:
         _ids("clients", self.clients)
         _int("threshold", self.threshold, 1)
         _int("neighbors", self.neighbors, 1)
-        _bytes("graph_seed", self.graph_seed, 32)
         _int("vector_length", self.vector_length, 1)
 
 
@@ -122,7 +123,10 @@ class AdvertiseKeys:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeysBroadcast:
-    """Server -> client, stage 1: the advertised keys of the client's live neighbours."""
+    """Server -> client, stage 1: the signed advertised keys of every client that advertised (U1).
+
+    Every client gets the same broadcast: it verifies each signature against the roster and hashes
+    the whole set into the SecAgg+ graph seed (``keys.keys_digest``)."""
 
     round: int
     c_publics: dict[int, bytes]
@@ -143,17 +147,20 @@ class KeysBroadcast:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareKeys:
     """Client -> server, stage 1: one sealed pair of shares per neighbour, a commitment to ``b_u``,
-    and the neighbours whose advertised keys the client rejected (with reasons)."""
+    per-holder commitments to the shares (``b`` then ``s``, 32 bytes each; its own included), and the
+    neighbours whose advertised keys the client rejected (with reasons)."""
 
     round: int
     ciphertexts: dict[int, bytes]
     commitment: bytes
+    share_commitments: dict[int, bytes]
     rejected: dict[int, str]
 
     def __post_init__(self) -> None:
         _int("round", self.round)
         _id_map("ciphertexts", self.ciphertexts, _any_bytes)
         _bytes("commitment", self.commitment, 32)
+        _id_map("share_commitments", self.share_commitments, lambda n, v: _bytes(n, v, 64))
         _id_map("rejected", self.rejected, _str)
 
 
@@ -166,10 +173,14 @@ class MaskedInputRequest:
 
     round: int
     ciphertexts: dict[int, bytes]
+    share_commitments: dict[int, bytes]
 
     def __post_init__(self) -> None:
         _int("round", self.round)
         _id_map("ciphertexts", self.ciphertexts, _any_bytes)
+        _id_map("share_commitments", self.share_commitments, lambda n, v: _bytes(n, v, 64))
+        if self.share_commitments.keys() != self.ciphertexts.keys():
+            raise ValueError("share commitments and ciphertexts name different senders")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -189,17 +200,41 @@ class MaskedInput:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UnmaskRequest:
-    """Server -> client, stage 3: which of the client's neighbours survived and which dropped."""
+class ConsistencyCheck:
+    """Server -> client, stage 3: the set U3 of clients whose masked inputs the server holds."""
 
     round: int
     survivors: list[int]
-    dropped: list[int]
 
     def __post_init__(self) -> None:
         _int("round", self.round)
         _ids("survivors", self.survivors)
-        _ids("dropped", self.dropped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencySignature:
+    """Client -> server, stage 3: the client's Ed25519 signature of (round, U3, key set, instructions);
+    ``None`` only when the client runs without identities (it trusts the server)."""
+
+    round: int
+    signature: bytes | None
+
+    def __post_init__(self) -> None:
+        _int("round", self.round)
+        if self.signature is not None:
+            _bytes("signature", self.signature, 64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskRequest:
+    """Server -> client, stage 4: the consistency signatures the server collected, by signer."""
+
+    round: int
+    signatures: dict[int, bytes]
+
+    def __post_init__(self) -> None:
+        _int("round", self.round)
+        _id_map("signatures", self.signatures, lambda n, v: _bytes(n, v, 64))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +291,14 @@ class Abort:
         _str("reason", self.reason)
 
 
-ServerMessage = RoundSetup | KeysBroadcast | MaskedInputRequest | UnmaskRequest | PrivateDelivery | Abort
-ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | UnmaskShares | RelayPrivate
+ServerMessage = (
+    RoundSetup
+    | KeysBroadcast
+    | MaskedInputRequest
+    | ConsistencyCheck
+    | UnmaskRequest
+    | PrivateDelivery
+    | Abort
+)
+ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares | RelayPrivate
 Message = ServerMessage | ClientMessage

@@ -14,16 +14,23 @@ Memory: the masked vectors of the collection stage are kept (by reference) until
 that a client accused by a peer, or failed by the driver, can still be taken out of the sum; the
 sum itself is formed when unmasking completes.
 
-Every secret the server rebuilds is checked before use (``b_u`` against the commitment sent with the
-shares, ``s_u`` against the advertised public key), so a client that lies in its shares can make the
-round abort but never corrupt the sum.
+Every share a client reveals is checked against the per-share commitment its dealer published, so a
+lying holder is identified with one hash and failed, and its share skipped: a lie cannot abort the
+round (Bonawitz et al. leave robustness against lying clients open; per-share commitments make it
+linear work instead of a search over subsets). Every rebuilt secret is checked too (``b_u`` against
+its commitment, ``s_u`` against the advertised public key): a dealer whose verified shares do not
+rebuild its committed secret is named in the abort.
+
+Accusations (a client rejecting a peer's keys or shares) cannot be checked by the server. Each client
+may accuse at most ``config.max_accusations`` peers in a round: within the budget the accused leaves
+the round (both do, when two accuse each other); beyond it the accuser is failed and its accusations
+ignored, so one client cannot evict the peers it chooses or abort the round.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +39,14 @@ from clipfl.errors import LocalProtocolError, RemoteProtocolError
 from clipfl.secagg import keys as K
 from clipfl.secagg import shamir
 from clipfl.secagg.config import SecAggConfig
-from clipfl.secagg.graph import regular_graph
+from clipfl.secagg.graph import round_graph
 from clipfl.secagg.messages import (
     MAX_REASON,
     Abort,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeysBroadcast,
     MaskedInput,
     MaskedInputRequest,
@@ -50,6 +59,7 @@ from clipfl.secagg.messages import (
     UnmaskShares,
 )
 from clipfl.secagg.prg import MaskStream
+from clipfl.secagg.roster import Roster
 from clipfl.secagg.stages import COMPLETIONS, Role, Stage, next_stage
 
 __all__ = ["SecAggServer", "ServerStatistics"]
@@ -74,14 +84,6 @@ class ServerStatistics:
     undeliverable: int
 
 
-def _matches_commitment(commit: bytes, round_: int, u: int) -> Callable[[bytes], bool]:
-    return lambda b: K.commitment(b, round_=round_, u=u) == commit
-
-
-def _matches_public_key(public: bytes) -> Callable[[bytes], bool]:
-    return lambda s: K.public_key_of(s) == public
-
-
 class SecAggServer:
     """The server's part of one round of SecAgg / SecAgg+ over ``clients``' uint32 vectors."""
 
@@ -92,9 +94,13 @@ class SecAggServer:
         clients: Sequence[int],
         vector_length: int,
         config: SecAggConfig,
-        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
-        verify_keys: Mapping[int, bytes] | None = None,
+        roster: Roster | None = None,
+        instructions: bytes = b"",
     ) -> None:
+        """``roster``: the operator-signed roster (verified by the caller); with it, advertised keys and
+        consistency signatures are checked here too, so a client with a bad signature is failed at
+        once instead of making every honest client refuse the round. ``instructions``: the bytes this
+        server gave every client to train under (the same for all), which the signatures cover."""
         ids = list(clients)
         if len(set(ids)) != len(ids) or not all(type(c) is int and c >= 0 for c in ids):
             raise LocalProtocolError("client ids must be distinct non-negative ints")
@@ -105,8 +111,9 @@ class SecAggServer:
         self.params = config.resolved(len(ids))  # ConfigError for an impossible round
         self.clients = tuple(sorted(ids))
         self.vector_length = vector_length
-        self._random_bytes = random_bytes
-        self._verify_keys = dict(verify_keys) if verify_keys is not None else None
+        self._identities = roster.identity_keys() if roster is not None else None
+        self._instructions = K.instructions_digest(instructions)
+        self._keys_digest = b""
         self._x = {cid: i + 1 for i, cid in enumerate(self.clients)}
         self._graph: dict[int, frozenset[int]] = {}
         self._stage = Stage.SETUP
@@ -121,12 +128,15 @@ class SecAggServer:
         self._share_ciphertexts: dict[int, dict[int, bytes]] = {}
         self._commitments: dict[int, bytes] = {}
         self._key_rejects: dict[int, dict[int, str]] = {}
+        self._share_commitments: dict[int, dict[int, bytes]] = {}
+        self._accusations: dict[int, dict[int, str]] = {}
         self._routed: dict[int, frozenset[int]] = {}
         self._masked: dict[int, np.ndarray] = {}
         self._share_rejects: dict[int, dict[int, str]] = {}
         self._survivors: frozenset[int] = frozenset()
         self._dropped: frozenset[int] = frozenset()
         self._masked_with: dict[int, frozenset[int]] = {}
+        self._signatures: dict[int, bytes] = {}
         self._asked: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         self._b_shares: dict[int, dict[int, int]] = {}
         self._s_shares: dict[int, dict[int, int]] = {}
@@ -198,11 +208,9 @@ class SecAggServer:
         return out
 
     def start(self) -> None:
-        """Draw the public graph seed and queue ``RoundSetup`` for every client."""
+        """Queue ``RoundSetup`` for every client (the graph comes later, from the advertised keys)."""
         if self._stage is not Stage.SETUP:
             raise LocalProtocolError("the round has already started")
-        seed = self._random_bytes(32)
-        self._graph = regular_graph(self.clients, self.params.neighbors, seed)
         self._stage = Stage.ADVERTISE_KEYS
         for cid in self.clients:
             setup = RoundSetup(
@@ -211,7 +219,6 @@ class SecAggServer:
                 clients=list(self.clients),
                 threshold=self.params.threshold,
                 neighbors=self.params.neighbors,
-                graph_seed=seed,
                 vector_length=self.vector_length,
             )
             self._outgoing.append((cid, setup))
@@ -257,6 +264,8 @@ class SecAggServer:
                 self._on_share_keys(client_id, message)
             elif isinstance(message, MaskedInput):
                 self._on_masked_input(client_id, message)
+            elif isinstance(message, ConsistencySignature):
+                self._on_consistency_signature(client_id, message)
             elif isinstance(message, UnmaskShares):
                 self._on_unmask_shares(client_id, message)
         except RemoteProtocolError as exc:
@@ -304,6 +313,8 @@ class SecAggServer:
             self._complete_share_keys()
         elif stage is Stage.MASKED_INPUT:
             self._complete_masked_input()
+        elif stage is Stage.CONSISTENCY:
+            self._complete_consistency()
         else:
             self._complete_unmasking()
         if self._stage is not Stage.ABORTED:
@@ -328,7 +339,7 @@ class SecAggServer:
             if len(members) < t:
                 self._abort(f"only {len(members)} clients left after {stage_name}, threshold is {t}")
                 return None
-            starved = sorted(u for u in members if len(self._graph[u] & members) + 1 < t)
+            starved = sorted(u for u in members if len(self._graph.get(u, frozenset()) & members) + 1 < t)
             if not starved:
                 return members
             for u in starved:
@@ -343,35 +354,40 @@ class SecAggServer:
             K.check_public_key(msg.s_public)
         except ValueError as exc:
             raise RemoteProtocolError(str(exc)) from exc
-        if self.config.identities:
+        if self._identities is not None:
+            statement = K.keys_statement(
+                round_=self.round,
+                client_id=u,
+                c_public=msg.c_public,
+                s_public=msg.s_public,
+                instructions=self._instructions,
+            )
+            verify_key = self._identities.get(u)
             if msg.signature is None:
                 raise RemoteProtocolError("identities are required but the keys are not signed")
-            if self._verify_keys is not None:
-                verify_key = self._verify_keys.get(u)
-                statement = K.keys_statement(
-                    round_=self.round, client_id=u, c_public=msg.c_public, s_public=msg.s_public
-                )
-                if verify_key is None or not K.verify_signature(verify_key, statement, msg.signature):
-                    raise RemoteProtocolError("bad signature on advertised keys")
+            if verify_key is None or not K.verify_signature(verify_key, statement, msg.signature):
+                raise RemoteProtocolError("bad signature on advertised keys (wrong identity or instructions)")
         self._advertised[u] = msg
 
     def _complete_advertise(self) -> None:
-        members = self._live_members("advertising keys")
-        if members is None:
+        members = set(self._alive)
+        t = self.params.threshold
+        if len(members) < max(t, 2):
+            self._abort(f"only {len(members)} clients left after advertising keys, threshold is {t}")
             return
+        keys = {v: (self._advertised[v].c_public, self._advertised[v].s_public) for v in members}
+        self._keys_digest = K.keys_digest(self.round, keys)
+        self._graph = round_graph(sorted(members), self.params.neighbors, self._keys_digest)
         for u in sorted(members):
-            nbrs = self._graph[u] & members
-            self._sent_keys[u] = nbrs
-            keys = {v: self._advertised[v] for v in sorted(nbrs)}
-            signatures = {}
-            if self.config.identities:
-                signatures = {v: m.signature for v, m in keys.items() if m.signature is not None}
-            broadcast = KeysBroadcast(
-                round=self.round,
-                c_publics={v: m.c_public for v, m in keys.items()},
-                s_publics={v: m.s_public for v, m in keys.items()},
-                signatures=signatures,
-            )
+            self._sent_keys[u] = self._graph[u]
+        signed = all(self._advertised[v].signature is not None for v in members)
+        broadcast = KeysBroadcast(
+            round=self.round,
+            c_publics={v: keys[v][0] for v in sorted(members)},
+            s_publics={v: keys[v][1] for v in sorted(members)},
+            signatures={v: self._advertised[v].signature for v in sorted(members)} if signed else {},  # type: ignore[misc]
+        )
+        for u in sorted(members):
             self._outgoing.append((u, broadcast))
 
     # -- stage 1: ShareKeys --------------------------------------------------------------------------
@@ -390,6 +406,10 @@ class SecAggServer:
                 f"wrong set of shares: {len(sealed)} sealed + {len(rejected)} rejected for {len(expected)} "
                 f"neighbours (unknown {unknown}, missing {missing})"
             )
+        if set(msg.share_commitments) != sealed | {u}:
+            raise RemoteProtocolError(
+                "share commitments do not name exactly the sealed holders and the dealer"
+            )
         if len(sealed) + 1 < self.params.threshold:
             raise RemoteProtocolError(
                 f"only {len(sealed)} shares sealed, threshold is {self.params.threshold}"
@@ -401,6 +421,7 @@ class SecAggServer:
                 )
         self._share_ciphertexts[u] = dict(msg.ciphertexts)
         self._commitments[u] = msg.commitment
+        self._share_commitments[u] = dict(msg.share_commitments)
         self._key_rejects[u] = dict(msg.rejected)
 
     def _complete_share_keys(self) -> None:
@@ -412,16 +433,37 @@ class SecAggServer:
             senders = self._graph[u] & members
             self._routed[u] = frozenset(senders)
             request = MaskedInputRequest(
-                round=self.round, ciphertexts={v: self._share_ciphertexts[v][u] for v in sorted(senders)}
+                round=self.round,
+                ciphertexts={v: self._share_ciphertexts[v][u] for v in sorted(senders)},
+                share_commitments={v: self._share_commitments[v][u] for v in sorted(senders)},
             )
             self._outgoing.append((u, request))
         self._share_ciphertexts.clear()
 
     def _apply_accusations(self, accusations: Mapping[int, Mapping[int, str]], verb: str) -> None:
-        """Fail every client that a live client rejected (all at once, so order does not matter)."""
-        accused: dict[int, str] = {}
+        """Honour accusations within each accuser's budget for the round; fail accusers beyond it.
+
+        All at once, so order does not matter. Two clients that accuse each other both leave.
+        """
+        budget = self.config.max_accusations
+        honoured: dict[int, Mapping[int, str]] = {}
         for accuser in sorted(self._alive):
-            for v, reason in sorted(accusations.get(accuser, {}).items()):
+            new = accusations.get(accuser, {})
+            if not new:
+                continue
+            named = self._accusations.setdefault(accuser, {})
+            named.update(new)
+            if len(named) > budget:
+                self._fail_quiet(
+                    accuser,
+                    f"accused {len(named)} peers this round, more than the budget of {budget}: "
+                    "accusations ignored",
+                )
+            else:
+                honoured[accuser] = new
+        accused: dict[int, str] = {}
+        for accuser, new in honoured.items():
+            for v, reason in sorted(new.items()):
                 accused.setdefault(v, f"client {accuser} {verb} it: {reason}")
         for v, reason in accused.items():
             self._fail_quiet(v, reason)
@@ -461,14 +503,43 @@ class SecAggServer:
                 self._abort(f"dropped client {v} has {len(masked_with[v])} surviving share holders; t={t}")
                 return
         self._survivors, self._dropped, self._masked_with = survivors, dropped, masked_with
+        check = ConsistencyCheck(round=self.round, survivors=sorted(survivors))
         for u in sorted(survivors):
+            self._outgoing.append((u, check))
+
+    # -- stage 3: ConsistencyCheck ------------------------------------------------------------------
+
+    def _on_consistency_signature(self, u: int, msg: ConsistencySignature) -> None:
+        if self._identities is not None:
+            statement = K.consistency_statement(
+                round_=self.round,
+                survivors=self._survivors,
+                keys=self._keys_digest,
+                instructions=self._instructions,
+            )
+            if msg.signature is None or not K.verify_signature(self._identities[u], statement, msg.signature):
+                raise RemoteProtocolError("bad consistency signature on the survivor set")
+        if msg.signature is not None:
+            self._signatures[u] = msg.signature
+
+    def _complete_consistency(self) -> None:
+        t = self.params.threshold
+        signers = frozenset(self._alive & self._survivors)
+        needed = self.params.consistency if self._identities is not None else t
+        if len(signers) < max(t, needed):
+            self._abort(
+                f"only {len(signers)} clients answered the consistency check, {max(t, needed)} needed"
+            )
+            return
+        signatures = {v: self._signatures[v] for v in sorted(signers) if v in self._signatures}
+        request = UnmaskRequest(round=self.round, signatures=signatures)
+        for u in sorted(signers):
             lacking = self._share_rejects.get(u, {})
             asked = (
-                frozenset(self._graph[u] & survivors | {u}),
-                frozenset(v for v in self._graph[u] & dropped if v not in lacking),
+                frozenset(self._graph[u] & self._survivors | {u}),
+                frozenset(v for v in self._graph[u] & self._dropped if v not in lacking),
             )
             self._asked[u] = asked
-            request = UnmaskRequest(round=self.round, survivors=sorted(asked[0]), dropped=sorted(asked[1]))
             self._outgoing.append((u, request))
 
     # -- stage 3: Unmasking --------------------------------------------------------------------------
@@ -481,12 +552,22 @@ class SecAggServer:
                     f"wrong number of {name}-shares: {len(got)} for {sorted(got)[:5]}, expected {len(wanted)}"
                 )
         parsed: list[tuple[dict[int, dict[int, int]], int, int]] = []
-        for store, shares in ((self._b_shares, msg.b_shares), (self._s_shares, msg.s_shares)):
+        for kind, store, shares in (
+            (b"b", self._b_shares, msg.b_shares),
+            (b"s", self._s_shares, msg.s_shares),
+        ):
             for v, data in shares.items():
                 try:
-                    parsed.append((store, v, shamir.share_from_bytes(data)))
+                    y = shamir.share_from_bytes(data)
                 except ValueError as exc:
                     raise RemoteProtocolError(f"share of client {v}: {exc}") from exc
+                committed = self._share_commitments[v][u]
+                expected = committed[:32] if kind == b"b" else committed[32:]
+                if K.share_commitment(round_=self.round, dealer=v, holder=u, kind=kind, share=y) != expected:
+                    raise RemoteProtocolError(
+                        f"revealed a {kind.decode()}-share of client {v} that does not match its commitment"
+                    )
+                parsed.append((store, v, y))
         for store, v, y in parsed:
             store.setdefault(v, {})[self._x[u]] = y
 
@@ -495,11 +576,11 @@ class SecAggServer:
         b_secrets: dict[int, bytes] = {}
         for u in sorted(self._survivors):
             shares = self._b_shares.get(u, {})
-            commit = self._commitments[u]
-            b = shamir.combine_verified(shares, t, _matches_commitment(commit, round_, u))
+            b = self._rebuild(u, shares, b"b")
             if b is None:
                 self._abort(
-                    f"cannot rebuild the self-mask secret of client {u} from {len(shares)} shares (t={t})"
+                    f"cannot rebuild the self-mask secret of client {u} from {len(shares)} verified "
+                    f"shares (t={t})"
                 )
                 return
             b_secrets[u] = b
@@ -508,8 +589,7 @@ class SecAggServer:
             if not self._masked_with[v]:
                 continue
             shares = self._s_shares.get(v, {})
-            public = self._advertised[v].s_public
-            s = shamir.combine_verified(shares, t, _matches_public_key(public))
+            s = self._rebuild(v, shares, b"s")
             if s is None:
                 self._abort(
                     f"cannot rebuild the mask key of dropped client {v} from {len(shares)} shares (t={t})"
@@ -534,6 +614,34 @@ class SecAggServer:
         self._b_shares.clear()
         self._s_shares.clear()
         self._result = total
+
+    def _rebuild(self, dealer: int, shares: Mapping[int, int], kind: bytes) -> bytes | None:
+        """The secret of ``dealer`` from ``t`` shares already checked against their commitments.
+
+        Honest shares of an honest dealer lie on one polynomial, so any ``t`` give the secret: one
+        interpolation, no search. ``None`` when too few arrived, or when the dealer's own verified
+        shares do not rebuild what it committed to (then the dealer lied, and the abort says so).
+        """
+        t = self.params.threshold
+        if len(shares) < t:
+            return None
+        try:
+            secret = shamir.combine(shares, t)
+        except ValueError:
+            secret = None
+        if kind == b"b":
+            valid = (
+                secret is not None
+                and K.commitment(secret, round_=self.round, u=dealer) == (self._commitments[dealer])
+            )
+        else:
+            valid = secret is not None and K.public_key_of(secret) == self._advertised[dealer].s_public
+        if secret is None or not valid:
+            logger.warning(
+                "round %d: client %d dealt shares that do not rebuild its secret", self.round, dealer
+            )
+            return None
+        return secret
 
     # -- the client-to-client channel ----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import torch
 from clipfl import logs
 from clipfl.config import RunConfig, add_flags, load_toml, run_config
 from clipfl.errors import ClipflError, ConfigError
+from clipfl.keys import load_roster
 from clipfl.rundir import Checkpoint, RunDir, load_checkpoint
 from clipfl.server.driver import Server
 from clipfl.server.view import OpsView
@@ -104,7 +105,12 @@ async def run_server(
         heartbeat_timeout=heartbeat_timeout, curve=curve, limits=limits.for_transport()
     )
     async with transport:
-        server = Server(config, transport, run_dir=run_dir, limits=limits, on_event=emit, resume=resume)
+        roster = None
+        if config.roster is not None and config.operator_key is not None:
+            roster = load_roster(config.roster, config.operator_key)
+        server = Server(
+            config, transport, run_dir=run_dir, limits=limits, on_event=emit, resume=resume, roster=roster
+        )
         runner = None
         if http:
             runner, port = await start_api(OpsView(server), bus, *parse_http_address(http))

@@ -34,6 +34,7 @@ from clipfl.messages import NotRegistered, Register, Reject, Shutdown, TimingRel
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, state_of
 from clipfl.rundir import Checkpoint, RunDir
+from clipfl.secagg import Roster
 from clipfl.server.resume import resume as resume_run
 from clipfl.server.sessions import Sessions
 from clipfl.trainer import Evaluator
@@ -64,9 +65,16 @@ class Server:
         limits: Limits | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         resume: Checkpoint | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self.settings = config.run_settings()
+        if self.settings.secagg is not None and roster is None and not config.secagg_trust_server:
+            raise ConfigError(
+                "secure aggregation against a malicious server needs the roster: give --roster and "
+                "--operator-key (python -m clipfl.keys roster), or --secagg-trust-server"
+            )
+        self.roster = roster
         self.transport = transport
         self.run_dir = run_dir
         self.limits = limits or Limits()
@@ -219,7 +227,7 @@ class Server:
                 f"client claims {msg.num_samples} samples, above this federation's cap of "
                 f"{self.settings.max_weight} (--max-weight)"
             )
-        elif (conflict := self.sessions.key_conflict(msg.client_id, credential)) is not None:
+        elif (conflict := self._key_conflict(msg.client_id, credential)) is not None:
             reason = conflict
         elif not self.sessions.may_take(msg.client_id, peer, msg.token, credential):
             reason = (
@@ -245,6 +253,15 @@ class Server:
         if len(self.sessions.connected()) >= c.clients:
             self._enough_clients.set()
 
+    def _key_conflict(self, client_id: int, credential: str | None) -> str | None:
+        """Why the CurveZMQ key ``credential`` may not register as ``client_id``, or None: the roster's
+        binding where it names keys, else the first id the key registered as (one key, one id)."""
+        if credential is not None and self.roster is not None:
+            owner = self.roster.client_for_curve_key(credential.encode())
+            if owner is not None and owner != client_id:
+                return f"the roster binds this CurveZMQ key to client {owner}, not {client_id}"
+        return self.sessions.key_conflict(client_id, credential)
+
     def connected(self) -> list[ClientInfo]:
         return self.sessions.connected()
 
@@ -263,6 +280,7 @@ class Server:
             coverage_size=self.coverage_size,
             global_weights=self.weights,
             clock=loop.time,
+            roster=self.roster,
         )
         self._round = rnd
         try:

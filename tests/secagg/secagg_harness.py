@@ -4,7 +4,8 @@ In the manner of h11's ``tests/helpers.py::ConnectionPair``: no sockets, no even
 injected per client at a stage (the client goes silent from that server stage on: the server notices
 at the deadline, or at once when ``disconnect`` is set, as a driver that saw the socket close would);
 deliveries can be shuffled; hooks can tamper with messages in either direction. Randomness is seeded,
-so every run is reproducible.
+so every run is reproducible. Identities are on by default: an operator key signs a roster of
+per-client Ed25519 identities, as ``python -m clipfl.keys roster`` provisions a real deployment.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 import nacl.signing
 import numpy as np
 
-from clipfl.secagg import SecAggClient, SecAggConfig, SecAggServer, Stage
+from clipfl.secagg import Roster, RosterEntry, SecAggClient, SecAggConfig, SecAggServer, Stage
 from clipfl.secagg.messages import ClientMessage, ServerMessage
 
 ORDER = [
     Stage.ADVERTISE_KEYS,
     Stage.SHARE_KEYS,
     Stage.MASKED_INPUT,
+    Stage.CONSISTENCY,
     Stage.UNMASKING,
     Stage.DONE,
     Stage.ABORTED,
@@ -36,6 +38,18 @@ def seeded(label: str) -> Callable[[int], bytes]:
     return random.Random(label).randbytes
 
 
+def identities(ids: Sequence[int], seed: int = 0) -> dict[int, nacl.signing.SigningKey]:
+    return {c: nacl.signing.SigningKey(seeded(f"identity-{seed}-{c}")(32)) for c in ids}
+
+
+OPERATOR = nacl.signing.SigningKey(bytes(range(32)))
+
+
+def signed_roster(keys: Mapping[int, nacl.signing.SigningKey]) -> Roster:
+    entries = [RosterEntry(client_id=c, identity_key=bytes(k.verify_key)) for c, k in keys.items()]
+    return Roster.sign(entries, OPERATOR)
+
+
 @dataclass
 class Federation:
     server: SecAggServer
@@ -44,6 +58,7 @@ class Federation:
     server_inbox: list[tuple[int, ClientMessage]] = field(default_factory=list)
     client_inbox: list[tuple[int, ServerMessage]] = field(default_factory=list)
     dead: set[int] = field(default_factory=set)
+    roster: Roster | None = None
 
     def expected_sum(self) -> np.ndarray:
         total = np.zeros_like(next(iter(self.inputs.values())))
@@ -60,21 +75,22 @@ def make_federation(
     seed: int = 0,
     ids: Sequence[int] | None = None,
     round_: int = 1,
-    identities: Mapping[int, nacl.signing.SigningKey] | None = None,
-    verify_keys: Mapping[int, bytes] | None = None,
+    trust_server: bool = False,
+    server_has_roster: bool = True,
+    instructions: Mapping[int, bytes] | None = None,
 ) -> Federation:
+    """``trust_server``: no identities at all (the old, passive-only mode)."""
     ids = list(ids) if ids is not None else list(range(n))
     rng = np.random.default_rng(seed)
     inputs = {c: rng.integers(0, 2**32, length, dtype=np.uint32) for c in ids}
-    if identities is not None and verify_keys is None:
-        verify_keys = {c: bytes(k.verify_key) for c, k in identities.items()}
+    keys = identities(ids, seed)
+    roster = None if trust_server else signed_roster(keys)
     server = SecAggServer(
         round=round_,
         clients=ids,
         vector_length=length,
         config=config,
-        random_bytes=seeded(f"server-{seed}"),
-        verify_keys=verify_keys,
+        roster=roster if server_has_roster else None,
     )
     clients = {
         c: SecAggClient(
@@ -82,12 +98,14 @@ def make_federation(
             round=round_,
             config=config,
             random_bytes=seeded(f"client-{seed}-{c}"),
-            signing_key=identities.get(c) if identities else None,
-            verify_keys=verify_keys,
+            roster=roster,
+            signing_key=keys[c],
+            trust_server=trust_server,
+            instructions=(instructions or {}).get(c, b""),
         )
         for c in ids
     }
-    return Federation(server, clients, inputs)
+    return Federation(server, clients, inputs, roster=roster)
 
 
 def run(
@@ -172,5 +190,6 @@ def run_round(
     ids: Sequence[int] | None = None,
     **kwargs: object,
 ) -> Federation:
-    fed = make_federation(n=n, length=length, config=config, seed=seed, ids=ids)
+    trust_server = bool(kwargs.pop("trust_server", False))
+    fed = make_federation(n=n, length=length, config=config, seed=seed, ids=ids, trust_server=trust_server)
     return run(fed, seed=seed, **kwargs)  # type: ignore[arg-type]

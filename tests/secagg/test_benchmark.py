@@ -11,9 +11,9 @@ from benchmarks.secagg import main, run_benchmark
 
 
 def test_tiny_benchmark_is_exact_and_complete() -> None:
-    result = run_benchmark(clients=6, dim=1000, dropouts=2, mode="secagg+", neighbors=3, threshold=2)
+    result = run_benchmark(clients=6, dim=1000, dropouts=1, mode="secagg+", neighbors=3, threshold=2)
     assert result["exact"] is True
-    assert result["survivors"] == 4 and result["dropouts"] == 2
+    assert result["survivors"] == 5 and result["dropouts"] == 1 and result["identities"] is True
     for key in ("secure_seconds", "plain_seconds", "client_seconds", "server_seconds", "bytes_per_client"):
         assert result[key] > 0
     assert result["bytes_per_client"] >= 4 * 1000  # 4 bytes a coordinate, plus keys and shares
@@ -21,6 +21,7 @@ def test_tiny_benchmark_is_exact_and_complete() -> None:
         "advertise_keys",
         "share_keys",
         "masked_input",
+        "consistency",
         "unmasking",
     }
 

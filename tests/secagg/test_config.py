@@ -10,24 +10,40 @@ from clipfl.errors import ConfigError
 from clipfl.secagg import SecAggConfig
 
 
-def test_secagg_default_threshold_is_a_strict_majority() -> None:
+def test_secagg_default_threshold_is_bonawitz_active_two_thirds() -> None:
+    """Bonawitz et al. (CCS 2017) section 6: t > 2n/3 against a server colluding with < n/3 clients."""
     r = SecAggConfig(mode="secagg").resolved(20)
-    assert (r.neighbors, r.holders, r.threshold, r.complete_graph) == (19, 20, 11, True)
+    assert (r.neighbors, r.holders, r.threshold, r.complete_graph) == (19, 20, 14, True)
+    for n in range(3, 200):
+        assert SecAggConfig(mode="secagg").resolved(n).threshold == 2 * n // 3 + 1
 
 
-def test_secagg_plus_default_degree_is_log2_n_made_even() -> None:
-    assert SecAggConfig().resolved(20).neighbors == 5  # ceil(log2 20) = 5, 20 * 5 even
-    assert SecAggConfig().resolved(21).neighbors == 6  # 21 * 5 odd: raised to 6
-    assert SecAggConfig().resolved(100).neighbors == 7  # ceil(log2 100) = 7, 100 * 7 even
-    assert SecAggConfig().resolved(3).neighbors == 2  # capped at n - 1: complete
+def test_secagg_plus_defaults_follow_bell_et_al_bounds() -> None:
+    """Bell et al. (CCS 2020): k and t from n, gamma = 1/3, delta = 0.2, sigma = 40, eta = 30."""
+    got = {n: SecAggConfig().resolved(n) for n in (5, 20, 100, 1000)}
+    assert {n: (r.neighbors, r.threshold) for n, r in got.items()} == {
+        5: (4, 4),
+        20: (16, 12),
+        100: (75, 55),
+        1000: (549, 396),
+    }
+    sparser = SecAggConfig(corrupted_fraction=0.05).resolved(1000)
+    assert (sparser.neighbors, sparser.threshold) == (182, 109)
 
 
-@given(st.integers(2, 2000), st.sampled_from(["secagg", "secagg+"]))
-def test_resolved_parameters_are_always_feasible(n: int, mode: str) -> None:
+@given(st.integers(5, 1000), st.sampled_from(["secagg", "secagg+"]))
+def test_defaults_are_safe_against_a_split_and_survive_the_stated_dropouts(n: int, mode: str) -> None:
+    """In every neighbourhood of k + 1 holders, 2t exceeds the holders plus the corrupted ones the
+    bound allows, so no split survivor set reaches t twice; where the graph is complete this is
+    Bonawitz's t > 2n/3 and the floor(n/5) dropouts it is sized for are tolerated deterministically."""
     r = SecAggConfig(mode=mode).resolved(n)  # type: ignore[arg-type]
-    assert 1 <= r.neighbors <= n - 1
+    assert 2 <= r.threshold <= r.holders
     assert r.complete_graph or (n * r.neighbors) % 2 == 0
-    assert r.holders // 2 < r.threshold <= r.holders
+    if r.complete_graph:
+        assert 2 * r.threshold > n + n // 3
+        assert n - r.threshold >= n // 5
+    else:
+        assert 2 * r.threshold > r.holders + r.neighbors // 3
 
 
 def test_explicit_values_are_kept() -> None:
@@ -49,6 +65,9 @@ def test_explicit_values_are_kept() -> None:
         {"clip_range": float("nan")},
         {"max_weight": -1.0},
         {"max_private_bytes": 0},
+        {"min_clients": 1},
+        {"corrupted_fraction": 0.5},
+        {"max_accusations": -1},
     ],
 )
 def test_bad_settings_are_refused_in_the_constructor(kwargs: dict[str, object]) -> None:
@@ -61,3 +80,24 @@ def test_impossible_rounds_are_refused() -> None:
         SecAggConfig().resolved(1)
     with pytest.raises(ConfigError, match="exceeds"):
         SecAggConfig(mode="secagg", threshold=6).resolved(5)
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ({"mode": "secagg", "n": 20, "threshold": 14, "neighbors": 19}, "configured for"),
+        ({"mode": "secagg+", "n": 20, "threshold": 2, "neighbors": 16}, "t>=12"),
+        ({"mode": "secagg+", "n": 20, "threshold": 12, "neighbors": 3}, "k>=16"),
+        ({"mode": "secagg+", "n": 2, "threshold": 2, "neighbors": 1}, "rounds of 3 or more"),
+    ],
+    ids=["other mode", "lower threshold", "fewer neighbours", "too few clients"],
+)
+def test_a_client_refuses_a_round_weaker_than_its_own_config(setup: dict[str, object], reason: str) -> None:
+    """Attack 2 at the configuration level: the client's own rule, not the server's numbers."""
+    with pytest.raises(ConfigError, match=reason):
+        SecAggConfig().check_setup(**setup)  # type: ignore[arg-type]
+
+
+def test_a_client_accepts_a_stronger_round() -> None:
+    r = SecAggConfig().check_setup(mode="secagg+", n=20, threshold=15, neighbors=19)
+    assert (r.threshold, r.neighbors) == (15, 19)

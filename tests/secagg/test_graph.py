@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipfl.secagg import SecAggConfig
-from clipfl.secagg.graph import is_connected, regular_graph
+from clipfl.secagg.graph import is_connected, regular_graph, round_graph, round_neighbors
 
 
 @settings(max_examples=60, deadline=None)
@@ -42,3 +42,20 @@ def test_impossible_degrees_are_refused() -> None:
         regular_graph(range(9), 3, b"s" * 32)
     with pytest.raises(ValueError, match="disconnected"):
         regular_graph(range(10), 1, b"s" * 32)
+
+
+@given(n=st.integers(2, 300), k=st.integers(2, 300), seed=st.binary(min_size=32, max_size=32))
+def test_one_clients_neighbours_match_the_whole_round_graph(n: int, k: int, seed: bytes) -> None:
+    graph = round_graph(range(n), k, seed)
+    assert all(round_neighbors(range(n), k, seed, u) == graph[u] for u in (0, n // 2, n - 1))
+    assert is_connected(graph) and len({len(v) for v in graph.values()}) == 1
+
+
+def test_each_clients_neighbours_are_a_uniform_subset() -> None:
+    """What params.py's bounds assume: over seeds, client 0's neighbours are spread uniformly."""
+    counts = [0] * 40
+    for i in range(2000):
+        for v in round_neighbors(range(40), 6, i.to_bytes(32, "big"), 0):
+            counts[v] += 1
+    expected = 2000 * 6 / 39
+    assert counts[0] == 0 and all(abs(c - expected) < 0.25 * expected for c in counts[1:])

@@ -16,6 +16,7 @@ from clipfl.secagg import keys as K
 from clipfl.secagg.messages import (
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
     MaskedInput,
     MaskedInputRequest,
     RoundSetup,
@@ -175,7 +176,7 @@ def test_message_from_a_stranger_is_ignored() -> None:
     [
         (
             lambda m: dataclasses.replace(m, threshold=m.threshold - 1) if isinstance(m, RoundSetup) else m,
-            "requires t=",
+            "requires t>=",
         ),
         (
             lambda m: dataclasses.replace(m, mode="secagg") if isinstance(m, RoundSetup) else m,
@@ -183,20 +184,22 @@ def test_message_from_a_stranger_is_ignored() -> None:
         ),
         (
             lambda m: (
-                dataclasses.replace(m, dropped=[*m.dropped, m.survivors[0]])
-                if isinstance(m, UnmaskRequest)
-                else m
+                dataclasses.replace(m, survivors=m.survivors[1:]) if isinstance(m, ConsistencyCheck) else m
             ),
-            "both survivor and dropped",
+            "not in the survivor set",
         ),
         (
             lambda m: (
-                dataclasses.replace(m, survivors=m.survivors[:2]) if isinstance(m, UnmaskRequest) else m
+                dataclasses.replace(m, survivors=m.survivors[:2]) if isinstance(m, ConsistencyCheck) else m
             ),
             "too small a sum",
         ),
+        (
+            lambda m: dataclasses.replace(m, signatures={}) if isinstance(m, UnmaskRequest) else m,
+            "valid consistency signatures",
+        ),
     ],
-    ids=["lower threshold", "other mode", "survivor and dropped", "too few survivors"],
+    ids=["lower threshold", "other mode", "left out of the survivors", "too few survivors", "no signatures"],
 )
 def test_client_refuses_a_server_that_endangers_its_privacy(
     change: Callable[[ServerMessage], ServerMessage], reason: str

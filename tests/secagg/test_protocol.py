@@ -16,7 +16,8 @@ from secagg_harness import Federation, make_federation, run, run_round
 from clipfl.secagg import SecAggConfig, Stage
 from clipfl.secagg.messages import Abort, MaskedInput
 
-DROP_STAGES = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASKING]
+DROP_STAGES = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASKING]
+IN_THE_SUM = (Stage.CONSISTENCY, Stage.UNMASKING, Stage.DONE)  # dropped after their masked input
 MODES = ["secagg", "secagg+"]
 
 
@@ -28,7 +29,8 @@ def assert_exact(fed: Federation) -> None:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", [2, 3, 7, 20])
 def test_exact_sum_of_everyone_without_dropouts(mode: str, n: int) -> None:
-    fed = run_round(n=n, length=257, config=SecAggConfig(mode=mode), seed=n)  # type: ignore[arg-type]
+    config = SecAggConfig(mode=mode, min_clients=2)  # type: ignore[arg-type]
+    fed = run_round(n=n, length=257, config=config, seed=n)
     assert_exact(fed)
     assert fed.server.survivors == frozenset(range(n)) and not fed.server.failures
     assert all(c.done for c in fed.clients.values())
@@ -47,13 +49,13 @@ def test_fifty_clients_with_arbitrary_ids_reordered(mode: str) -> None:
 def test_secagg_survives_n_minus_t_dropouts_at_each_stage(stage: Stage, disconnect: bool) -> None:
     config = SecAggConfig(mode="secagg")
     n = 12
-    t = config.resolved(n).threshold  # 7
-    dropped = {c: stage for c in (1, 4, 6, 8, 11)}  # n - t = 5
+    t = config.resolved(n).threshold  # 9: t > 2n/3
+    dropped = {c: stage for c in (1, 6, 11)}  # n - t = 3
     assert len(dropped) == n - t
     fed = run_round(n=n, length=300, config=config, seed=11, dropouts=dropped, disconnect=disconnect)
     assert_exact(fed)
-    expected_survivors = set(range(n)) - (set(dropped) if stage is not Stage.UNMASKING else set())
-    assert fed.server.survivors == expected_survivors  # unmasking dropouts stay in the sum
+    expected_survivors = set(range(n)) - (set(dropped) if stage not in IN_THE_SUM else set())
+    assert fed.server.survivors == expected_survivors  # consistency and unmasking dropouts stay in the sum
     assert set(fed.server.failures) == set(dropped)
 
 
@@ -69,17 +71,15 @@ def test_secagg_random_dropouts_at_mixed_stages(seed: int) -> None:
         n=n, length=64, config=config, seed=seed, dropouts=dropped, reorder=True, disconnect=seed % 2 == 0
     )
     assert_exact(fed)
-    assert fed.server.survivors == {
-        c for c in range(n) if dropped.get(c, Stage.DONE) in (Stage.UNMASKING, Stage.DONE)
-    }
+    assert fed.server.survivors == {c for c in range(n) if dropped.get(c, Stage.DONE) in IN_THE_SUM}
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_secagg_plus_fifty_clients_tolerates_holders_minus_t_dropouts(seed: int) -> None:
-    """k = 6, t = 4 of 7 holders: any 3 dropouts leave every neighbourhood at least t holders."""
+    """k = 38, t = 28 of 39 holders: any 11 dropouts leave every neighbourhood at least t holders."""
     config = SecAggConfig(mode="secagg+")
     r = config.resolved(50)
-    assert (r.neighbors, r.threshold) == (6, 4)
+    assert (r.neighbors, r.threshold) == (38, 28)
     rng = random.Random(seed)
     dropped = {c: rng.choice(DROP_STAGES) for c in rng.sample(range(50), r.holders - r.threshold)}
     fed = run_round(n=50, length=64, config=config, seed=seed, dropouts=dropped, reorder=True)
@@ -120,7 +120,7 @@ def test_below_threshold_the_round_aborts_and_tells_the_clients(mode: str) -> No
 
 
 def test_too_many_dropouts_during_unmasking_abort_instead_of_a_wrong_sum() -> None:
-    config = SecAggConfig(mode="secagg")  # n = 6, t = 4
+    config = SecAggConfig(mode="secagg")  # n = 6, t = 5
     fed = run_round(
         n=6, length=32, config=config, dropouts={0: Stage.UNMASKING, 1: Stage.UNMASKING, 2: Stage.UNMASKING}
     )
@@ -156,6 +156,20 @@ def test_input_before_or_after_the_request_gives_the_same_sum() -> None:
     for early in (True, False):
         fed = make_federation(n=6, length=50, config=SecAggConfig(), seed=9)
         sums.append(run(fed, seed=9, early_input=early).server.result())
+    np.testing.assert_array_equal(sums[0], sums[1])
+
+
+def test_trusting_the_server_needs_an_explicit_flag() -> None:
+    """Without a roster nothing authenticates a peer's keys (attack 1): the client refuses to run
+    unless ``trust_server=True`` says that the server is trusted."""
+    from clipfl.errors import ConfigError
+    from clipfl.secagg import SecAggClient
+
+    with pytest.raises(ConfigError, match="trust_server"):
+        SecAggClient(client_id=0, round=1, config=SecAggConfig())
+    fed = run_round(n=6, length=40, config=SecAggConfig(), seed=1, trust_server=True)
+    assert_exact(fed)
+    sums = [fed.server.result(), fed.expected_sum()]
     np.testing.assert_array_equal(sums[0], sums[1])
 
 
