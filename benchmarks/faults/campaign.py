@@ -67,12 +67,11 @@ def _start_threads(
     group = _Threads()
     zctx: zmq.Context[Any] = zmq.Context()
     releases = []
-    assert fed.seen.address is not None
     for index, name in enumerate(case.threads):
         release = threading.Event()
         releases.append(release)
         ctx = AttackContext(
-            address=fed.seen.address,
+            address=fed.address,
             port=fed.port,
             clients=fed.spec.clients,
             is_started=fed.started.is_set,
@@ -120,13 +119,17 @@ async def run_case(
     zctx: zmq.Context[Any] | None = None
     try:
         async with asyncio.timeout(time_limit):
-            await fed.start_server()
+            await fed.start_server(wait=case.strangers)
+            if not case.strangers:  # nothing to set up first: the clients start with the server
+                await fed.start_clients()
+                await fed.listening.wait()
             if fed.seen.address is None:
                 raise RuntimeError("the server exited before it listened")
-            group, releases, zctx = _start_threads(case, fed, budget, tally, spec.seed)
-            for release in releases:
-                await asyncio.to_thread(release.wait, 60)
-            await fed.start_clients()
+            if case.strangers:
+                group, releases, zctx = _start_threads(case, fed, budget, tally, spec.seed)
+                for release in releases:
+                    await asyncio.to_thread(release.wait, 60)
+                await fed.start_clients()
             action: asyncio.Task[list[str]] | None = None
             if case.action is not None:
                 action = asyncio.create_task(ASYNC_ATTACKS[case.action](fed))

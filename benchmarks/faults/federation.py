@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,13 @@ class FederationSpec:
             *("--round-timeout", f"{self.round_timeout:g}", "--unmask-timeout", "10"),
             *("--registration-timeout", "90"),
         ]
+
+
+def _free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def peak_rss(pid: int, field: str = "VmHWM") -> int | None:
@@ -92,15 +100,15 @@ class LiveFederation:
         self._round = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def port(self) -> int:
-        assert self.seen.address is not None
-        return int(self.seen.address.rsplit(":", 1)[1])
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"  # chosen here: clients may start with the server
 
     # ---------------------------------------------------------------------------- the server
 
-    async def start_server(self, *, resume: bool = False) -> None:
-        bind = f"tcp://127.0.0.1:{self.port if resume else 0}"
+    async def start_server(self, *, resume: bool = False, wait: bool = True) -> None:
+        """Start the server (``resume``: from the run directory) on this federation's port; with
+        ``wait``, until it listens."""
+        bind = self.address
         where = (
             ["--resume", str(self.run_dir)]
             if resume
@@ -115,7 +123,8 @@ class LiveFederation:
         self.servers.append(life)
         self._tasks.append(asyncio.create_task(self._read_events(life)))
         self._tasks.append(asyncio.create_task(self._sample_rss(life)))
-        await self.listening.wait()
+        if wait:
+            await self.listening.wait()
 
     async def _read_events(self, life: ServerLife) -> None:
         assert life.proc.stdout is not None
@@ -170,8 +179,7 @@ class LiveFederation:
     # --------------------------------------------------------------------------- the clients
 
     async def start_client(self, client_id: int) -> None:
-        assert self.seen.address is not None
-        argv = [sys.executable, "-m", "clipfl.client", "--server", self.seen.address]
+        argv = [sys.executable, "-m", "clipfl.client", "--server", self.address]
         argv += ["--client-id", str(client_id), "--run-dir", str(self.run_dir), *self.spec.flags()]
         argv += ["--heartbeat-timeout", f"{self.spec.heartbeat_timeout:g}", "--connect-timeout", "60"]
         argv += ["--slowdown", f"{self.spec.client_slowdown:g}"]

@@ -40,7 +40,7 @@ def _flat(frames: list[bytes | memoryview]) -> Frames:
 
 # The message that stopped the server in issue 14: 43 bytes in 2 frames, from a peer that never
 # registered, whose tensor descriptor names its dtype as a msgpack list (unhashable in a set lookup).
-KILLER: Frames = [_pack({"v": 1, "t": "fit_res", "f": {}, "x": [["delta", "w", ["f4"], [1]]]}), b"\0" * 4]
+KILLER: Frames = [_pack({"v": 1, "t": "fit_res", "f": {}, "x": [["delta", "w1234", ["f4"], [1]]]}), b"\0" * 4]
 
 
 def register(client_id: int, num_samples: int = 100, *, token: bytes | None = None) -> Frames:
