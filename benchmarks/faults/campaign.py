@@ -249,7 +249,8 @@ async def run_mode(
         row = _row(raw, case, spec, clean_row)
         if case.name == "clean":
             clean_row = row
-            row.update(accuracy_delta=0.0, rss_delta_mib=0.0)
+            bound = round(row["peak_rss_mib"] + memory_allowance() / MIB, 1)
+            row.update(accuracy_delta=0.0, rss_delta_mib=0.0, memory_bound_mib=bound, memory_bounded=True)
         rows.append(row)
         raws.append(raw)
         say(

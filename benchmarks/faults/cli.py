@@ -70,7 +70,7 @@ BUDGETS: dict[str, dict[str, int]] = {
         "impersonations": 30,
         "guesses": 200,
         "evictions": 30,
-        "forget_seconds": 5,
+        "forget_seconds": 4,
         "ghost_reps": 5,
         "many_frames": 100_000,
         "frame_mib": 255,
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="the CI variant: secagg+ only, 3 runs")
     parser.add_argument("--modes", help=f"comma-separated --secagg modes (default: {','.join(MODES)})")
     parser.add_argument("--attacks", help=f"comma-separated attacks (known: {', '.join(ATTACKS)})")
-    parser.add_argument("--rounds", type=int, help="rounds per run (default: 4 quick, 6 full)")
+    parser.add_argument("--rounds", type=int, help="rounds per run (default: 3 quick, 6 full)")
     parser.add_argument("--time-limit", type=float, default=150.0, help="seconds per run (default: 150)")
     return parser
 
@@ -125,7 +125,7 @@ def _split(text: str | None) -> list[str]:
 async def _campaign(args: argparse.Namespace, out: Path, command: str) -> dict[str, Any]:
     modes, cases = plan(args.quick, _split(args.modes), _split(args.attacks) or None)
     budget = BUDGETS["quick" if args.quick else "full"]
-    rounds = args.rounds or (4 if args.quick else 6)
+    rounds = args.rounds or (3 if args.quick else 6)
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S"), time.monotonic()
     results: dict[str, Any] = {"command": command, "started": started, "quick": args.quick, "modes": []}
     for mode in modes:
