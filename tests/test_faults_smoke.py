@@ -10,6 +10,7 @@ server's memory within the clean peak plus one refused message's allowance.
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import json
 import random
@@ -20,12 +21,16 @@ from pathlib import Path
 import pytest
 
 from benchmarks.faults import (
+    BUDGETS,
     KILLER,
+    Case,
+    FederationSpec,
     fuzz_message,
     identities_in,
     memory_allowance,
     plan,
     render_markdown,
+    run_case,
     structured_malformed,
     verdicts,
 )
@@ -153,6 +158,25 @@ def test_the_campaign_drives_clipfl_only_through_its_cli_and_wire_format() -> No
 
 
 # ---------------------------------------------------------------------------------- a real run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_run_past_its_time_limit_is_recorded_and_leaves_no_process(tmp_path: Path) -> None:
+    """Six seconds cannot hold a federation's start: the run times out, says so, and every process
+    it started (the server and four clients) is gone."""
+    spec = FederationSpec(secagg="off", rounds=2)
+    raw = asyncio.run(run_case(Case(name="clean"), spec, tmp_path / "r", BUDGETS["quick"], time_limit=6))
+    assert raw["status"] == "timeout" and "6 s" in raw["message"]
+    assert len(raw["pids"]) == 5 and not any(_alive(pid) for pid in raw["pids"])
 
 
 @pytest.mark.slow

@@ -160,6 +160,7 @@ async def run_case(
             {"returncode": s.returncode, "killed": s.killed, "peak_rss": s.peak_rss} for s in fed.servers
         ],
         "clients": {str(k): v for k, v in fed.client_exits().items()},
+        "pids": [s.proc.pid for s in fed.servers] + [p.pid for ps in fed.clients.values() for p in ps],
         "log_bytes": fed.server_log_bytes(),
         "summary": fed.seen.summary,
     }
@@ -254,7 +255,8 @@ async def run_mode(
         rows.append(row)
         raws.append(raw)
         say(
-            f"[{secagg}] {case.name}: {raw['status']}, {row['rounds_completed']}/{spec.rounds} rounds, "
+            f"[{secagg}] {case.name}: {raw['status']}, "
+            f"{row['rounds_completed']}/{row['rounds_expected']} rounds, "
             f"{row['messages_sent']} messages sent, peak RSS {row['peak_rss_mib']} MiB, "
             f"{raw['wall_seconds']} s"
         )
