@@ -159,9 +159,11 @@ class Welcome:
 @message("reject")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reject:
-    """The server refuses a registration; ``reason`` says what to change."""
+    """The server refuses a registration; ``reason`` says what to change. ``retryable``: the cause
+    may pass by itself (this id's old connection has not timed out yet), so the client retries."""
 
     reason: str
+    retryable: bool = False
 
 
 @message("not_registered")

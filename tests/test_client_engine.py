@@ -9,11 +9,11 @@ import pytest
 
 from clipfl.clip import TimingReport
 from clipfl.config import RunConfig
-from clipfl.engine.client_round import ClientEngine, RunFinished
+from clipfl.engine.client_round import ClientEngine, MustRegister, RunFinished
 from clipfl.engine.instructions import instructions_of
 from clipfl.engine.pruning import encode_report
 from clipfl.errors import ConfigError
-from clipfl.messages import FitIns, FitRes, Receipt, RoundStart, Shutdown, TimingRelay, Welcome
+from clipfl.messages import FitIns, FitRes, Receipt, Reject, RoundStart, Shutdown, TimingRelay, Welcome
 from clipfl.params import ParamSpec, state_of
 from clipfl.settings import CodecParams
 from clipfl.trainer import LocalTrainer, federation_data
@@ -133,3 +133,12 @@ def test_instructions_are_the_same_bytes_on_both_ends_of_the_wire() -> None:
     assert instructions_of(decode(encode(fit))) == instructions_of(fit)
     other = FitIns(**{**{f: getattr(fit, f) for f in fit.__dataclass_fields__}, "deadline": 59.0})
     assert instructions_of(other) != instructions_of(fit)
+
+
+def test_a_refusal_that_may_pass_makes_the_client_register_again_not_exit() -> None:
+    """A restarted client whose old connection the server still holds is refused for now: retry."""
+    engine = _engine(RunConfig(clients=2))
+    with pytest.raises(MustRegister):
+        engine.receive(Reject(reason="connected on another connection", retryable=True), 0.0)
+    with pytest.raises(ConfigError):
+        engine.receive(Reject(reason="client id 7 is outside 0..1"), 0.0)

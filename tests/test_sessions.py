@@ -99,9 +99,10 @@ async def test_a_stranger_registering_a_connected_clients_id_is_refused_and_evic
         for _ in range(3):
             await stranger.send(Register(client_id=0, num_samples=10, dataset="digits"))
             answer = await stranger.answer()
-            assert isinstance(answer, Reject) and "session token" in answer.reason
+            assert isinstance(answer, Reject) and "session token" in answer.reason and answer.retryable
         await stranger.send(Register(client_id=0, num_samples=10, dataset="digits", token=bytes(32)))
         assert isinstance(await stranger.answer(), Reject)
+        assert server.dropped_messages >= 4  # refusals go through the rate-limited drop log
         summary = await asyncio.wait_for(task, 60)
         assert [len(r.participants) for r in server.records] == [2, 2, 2]
         assert await asyncio.gather(*runs) == [3, 3]

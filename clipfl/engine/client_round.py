@@ -141,6 +141,8 @@ class ClientEngine:
         if isinstance(msg, Welcome):
             self._welcome(msg)
         elif isinstance(msg, Reject):
+            if msg.retryable:
+                raise MustRegister(f"the server refused this client for now: {msg.reason}")
             raise ConfigError(f"the server refused this client: {msg.reason}")
         elif isinstance(msg, NotRegistered):
             if self.welcomed:  # the server restarted under us: a fresh session registers again

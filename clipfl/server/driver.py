@@ -160,7 +160,7 @@ class Server:
             self._dropped(peer, frames, str(exc), exc.message_type)
             return
         if isinstance(msg, Register):
-            await self._register(peer, msg, credential)
+            await self._register(peer, msg, credential, frames_nbytes(frames))
             return
         client_id = self.sessions.client_of(peer)
         if client_id is None:
@@ -212,9 +212,10 @@ class Server:
 
     # ---------------------------------------------------------------------------- registration
 
-    async def _register(self, peer: bytes, msg: Register, credential: str | None) -> None:
+    async def _register(self, peer: bytes, msg: Register, credential: str | None, nbytes: int) -> None:
         c = self.config
         reason = None
+        retryable = False
         if msg.client_id >= c.clients:
             reason = (
                 f"client id {msg.client_id} is outside 0..{c.clients - 1}; "
@@ -234,9 +235,11 @@ class Server:
                 f"client {msg.client_id} is connected on another connection and this registration "
                 "does not carry its session token; stop the other process or wait for it to time out"
             )
-        if reason is not None:
-            log.warning("registration refused for %s: %s", peer.hex(), reason)
-            await self.transport.send(peer, encode(Reject(reason=reason)))
+            retryable = True  # a restarted client waits for its old connection to time out
+        if reason is not None:  # logged through the drop log: a flood of refusals cannot flood the log
+            why = f"registration refused: {reason}"
+            self._drop(Drop(peer=peer, reason=why, frames=1, nbytes=nbytes, message_type="Register"))
+            await self.transport.send(peer, encode(Reject(reason=reason, retryable=retryable)))
             self.transport.disconnect(peer)
             return
         info = ClientInfo(msg.client_id, msg.num_samples, tuple(msg.capabilities))
