@@ -15,7 +15,10 @@ import pytest
 from clipfl.launch import client_argv, free_port
 from clipfl.rundir import read_jsonl
 
-FED = ["--clients", "3", "--rounds", "6", "--dataset", "digits", "--secagg", "secagg+", "--seed", "5"]
+FED = [
+    *("--clients", "3", "--rounds", "6", "--dataset", "digits", "--secagg", "secagg+", "--seed", "5"),
+    "--secagg-trust-server",  # resuming is the point here; identities are tested with the launcher
+]
 
 
 def _server(run_dir: Path, address: str, *extra: str) -> subprocess.Popen[bytes]:

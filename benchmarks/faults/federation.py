@@ -40,6 +40,8 @@ class FederationSpec:
         return [
             *("--dataset", "digits", "--clients", str(self.clients), "--rounds", str(self.rounds)),
             *("--secagg", self.secagg, "--seed", str(self.seed)),
+            # attacks by strangers on the network, not by the server: the server is the defender here
+            *(["--secagg-trust-server"] if self.secagg != "off" else []),
             *("--round-timeout", f"{self.round_timeout:g}", "--unmask-timeout", "10"),
             *("--registration-timeout", "90"),
         ]

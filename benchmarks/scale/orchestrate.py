@@ -50,7 +50,10 @@ def _server_argv(opts: ScaleOptions) -> list[str]:
     argv += ["--http", "127.0.0.1:0", "--run-dir", str(opts.out / "run")]
     argv += ["--heartbeat-timeout", str(opts.heartbeat_timeout)]
     for key, value in run_config_kwargs(opts).items():
-        argv += ["--" + key.replace("_", "-"), str(value)]
+        if isinstance(value, bool):
+            argv += ["--" + key.replace("_", "-")] if value else []
+        else:
+            argv += ["--" + key.replace("_", "-"), str(value)]
     return argv
 
 
