@@ -133,14 +133,11 @@ class Server:
     async def _relay_timing(self, peer: bytes, sender: int, msg: TimingRelay) -> None:
         """Forward a plain-mode timing report to the round's other clients (never under secagg)."""
         rnd = self._round
-        if self.settings.secagg is not None or rnd is None or msg.round != rnd.round:
+        relayed = rnd.relay_timing(sender, msg) if rnd is not None else None
+        if relayed is None:
             self._drop(peer, "timing report outside a plain-mode round")
             return
-        frames = encode(TimingRelay(round=msg.round, sender=sender, payload=msg.payload))
-        for client_id in sorted(rnd.expected - {sender}):
-            to = self.sessions.peer_of(client_id)
-            if to is not None:
-                await self.transport.send(to, frames)
+        await self._send_all(relayed)
 
     async def _on_peer_left(self, peer: bytes, reason: str) -> None:
         client_id = self.sessions.unbind(peer)
