@@ -17,6 +17,7 @@ time in them is virtual; none depends on this machine's load.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from clipfl.config import RunConfig
+from clipfl.config import RunConfig, run_config
 from clipfl.errors import ConfigError
 from clipfl.rundir import RunDir
 from clipfl.sim.costs import CostModel, load_cost_model
@@ -32,7 +33,7 @@ from clipfl.sim.devices import DeviceProfile
 from clipfl.sim.federation import Federation
 from clipfl.trainer import ClientData, federation_data
 
-__all__ = ["simulate"]
+__all__ = ["federation_config", "simulate"]
 
 
 def simulate(
@@ -86,3 +87,13 @@ def simulate(
             },
         )
     return summary
+
+
+def federation_config(values: Mapping[str, Any]) -> RunConfig:
+    """A ``RunConfig`` from launcher-style keys: the preset's settings, then the keys (``clipfl.launch``'s
+    order of precedence), so that a scenario means the same federation to both engines."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]!r} is not a federation setting; allowed: {', '.join(sorted(known))}")
+    return run_config(argparse.Namespace(), dict(values))

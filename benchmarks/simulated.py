@@ -1,0 +1,85 @@
+"""The harness's ``--engine sim``: a scenario's run in virtual time, through clipfl's public surface.
+
+A scenario means the same federation to both engines: the same launcher keys become the same
+``RunConfig`` (``clipfl.federation_config``, the preset first as in ``clipfl.launch``), the same
+straggler choice (``choose_stragglers``, the launcher's), and the emulation's devices become device
+profiles one for one (``clipfl.straggler_fleet``): this machine's measured training speed divided by
+each client's slowdown, and the tc rate caps as link rates. What the simulated run writes is what
+the live one writes (``metrics.jsonl``, ``client-<id>.jsonl``, ``summary.json``, ``config.json``), so
+``benchmarks.report`` makes its figures unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import IDEAL
+from benchmarks.scenario import Scenario
+from clipfl import (
+    DeviceProfile,
+    RunConfig,
+    federation_config,
+    load_cost_model,
+    simulate,
+    straggler_fleet,
+)
+from clipfl.shaping import parse_rate
+from clipfl.sim import CostModel, choose_stragglers
+
+__all__ = ["SIM_SHAPING", "run_config_of", "scenario_fleet", "simulate_run"]
+
+SIM_SHAPING = "virtual: links simulated from encoded message sizes (FIFO per link, no contention)"
+"""What ``results.json`` says for ``shaping`` under ``--engine sim``: no link was shaped."""
+
+_LAUNCHER_ONLY = frozenset({"heartbeat_timeout"})  # a live transport's setting: no meaning in virtual time
+
+
+def run_config_of(scenario: Scenario, strategy: str, seed: int) -> RunConfig:
+    """The federation the launcher would run for this strategy and seed."""
+    values: dict[str, Any] = {k: v for k, v in scenario.federation if k not in _LAUNCHER_ONLY}
+    values.update(
+        seed=seed,
+        target_accuracy=scenario.target_accuracy,
+        mitigation="none" if strategy == IDEAL else strategy,
+        secagg="off" if strategy == "fluid" else scenario.secagg,
+    )
+    return federation_config(values)
+
+
+def _bps(rate: str | None) -> float | None:
+    return None if rate is None else float(parse_rate(rate))
+
+
+def scenario_fleet(
+    scenario: Scenario, strategy: str, config: RunConfig, costs: CostModel
+) -> dict[int, DeviceProfile]:
+    """The emulated fleet as device profiles; the ideal has no stragglers, as in the live harness."""
+    d, s = scenario.devices, scenario.stragglers
+    stragglers = strategy != IDEAL and s.count > 0
+    ids: frozenset[int] | tuple[int, ...] = ()
+    if stragglers:
+        ids = s.ids if s.ids is not None else choose_stragglers(config.clients, s.count, config.seed)
+    return straggler_fleet(
+        config.clients,
+        base_speed=costs.train_speed(config.model_name),
+        slowdown=d.slowdown,
+        straggler_ids=ids,
+        straggler_slowdown=s.slowdown if stragglers else 1.0,
+        network_ids=s.network_ids if stragglers else None,
+        upload_bps=_bps(d.upload_rate),
+        download_bps=_bps(d.download_rate),
+        straggler_upload_bps=_bps(s.upload_rate) if stragglers else None,
+        straggler_download_bps=_bps(s.download_rate) if stragglers else None,
+    )
+
+
+def simulate_run(
+    scenario: Scenario, strategy: str, seed: int, run_dir: Path, costs: CostModel | None = None
+) -> dict[str, Any]:
+    """Simulate one run of the benchmark into ``run_dir``; return its summary."""
+    costs = costs or load_cost_model()
+    config = run_config_of(scenario, strategy, seed)
+    return simulate(
+        config, scenario_fleet(scenario, strategy, config, costs), run_dir=run_dir, cost_model=costs
+    )
