@@ -512,6 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.secagg is not None:
             scenario = dataclasses.replace(scenario, secagg=args.secagg)
         strategies = _strategies(args.strategies, scenario)
+        if args.engine == "live" and scenario.sim.fleet != "stragglers":
+            raise ConfigError(
+                f"scenario {scenario.name}: sim.fleet = {scenario.sim.fleet!r} has no live emulation; "
+                "use --engine sim"
+            )
         shaping = _shaping(args.shaping) if args.engine == "live" else "virtual"
         if args.engine == "sim":
             load_cost_model(args.cost_model)  # a bad cost model is one line, before anything runs

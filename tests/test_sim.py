@@ -172,17 +172,17 @@ def test_a_bad_device_profile_is_one_line_naming_the_field(kw: dict[str, float],
 
 
 def test_bad_fleets_are_one_line_errors() -> None:
-    with pytest.raises(ConfigError, match="^4 stragglers of 4 clients leaves nobody fast to compare with$"):
+    with pytest.raises(ConfigError, match=r"^4 stragglers of 4 clients leaves nobody fast to compare with$"):
         straggler_fleet(4, base_speed=SPEED, straggler_ids=[0, 1], network_ids=[2, 3])
     with pytest.raises(ConfigError, match=r"^straggler_ids: ids \[7\] are outside 0..3$"):
         straggler_fleet(4, base_speed=SPEED, straggler_ids=[7])
-    with pytest.raises(ConfigError, match="^straggler_slowdown must be a finite number >= 1"):
+    with pytest.raises(ConfigError, match=r"^straggler_slowdown must be a finite number >= 1"):
         straggler_fleet(4, base_speed=SPEED, straggler_ids=[1], straggler_slowdown=0.5)
     with pytest.raises(ConfigError, match=r"^stragglers must be in 0..4 \(the number of clients\), got 5$"):
         choose_stragglers(4, 5, seed=0)
     with pytest.raises(ConfigError, match=r"^devices: expected one device profile per client id 0..3"):
         simulate(_config(), straggler_fleet(3, base_speed=SPEED), cost_model=COSTS)
-    with pytest.raises(ConfigError, match="^device profile: median_speed must be a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"^device profile: median_speed must be a finite number > 0"):
         drawn_fleet(4, seed=0, median_speed=0.0)
 
 
@@ -208,7 +208,7 @@ def test_scenarios_map_to_the_live_harness_fleet() -> None:
     ideal = scenario_fleet(s, "ideal", config, COSTS)
     assert {d.macs_per_second for d in ideal.values()} == {SPEED / 4}
     assert {d.upload_bps for d in ideal.values()} == {50e6}
-    with pytest.raises(ConfigError, match="^scenario unit: unknown strategy 'magic'; known: none, "):
+    with pytest.raises(ConfigError, match=r"^scenario unit: unknown strategy 'magic'; known: none, "):
         parse_scenario(
             {
                 "strategies": ["magic"],
@@ -231,3 +231,47 @@ def test_a_simulated_run_refuses_a_used_run_directory(tmp_path: Path) -> None:
     RunDir(tmp_path).append_metrics({"round": 1})
     with pytest.raises(ConfigError, match="already holds a run"):
         simulate(_config(), straggler_fleet(4, base_speed=SPEED), run_dir=tmp_path, cost_model=COSTS)
+
+
+def test_a_sim_table_draws_the_fleet_and_caps_the_server_link() -> None:
+    data = {
+        "target_accuracy": 0.5,
+        "federation": {"dataset": "digits", "clients": 8, "rounds": 2},
+        "devices": {"slowdown": 2.0},
+        "sim": {
+            "server_rate": "1gbit",
+            "latency": 0.02,
+            "fleet": "drawn",
+            "speed_sigma": 0.8,
+            "bandwidth": [
+                {"upload_rate": "5mbit", "download_rate": "20mbit", "latency": 0.05, "weight": 1},
+                {"upload_rate": "50mbit", "weight": 3},
+            ],
+        },
+    }
+    s = parse_scenario(data, "unit")
+    assert s.sim.server_rate == "1gbit" and len(s.sim.bandwidth) == 2
+    config = run_config_of(s, "clip", 0)
+    fleet = scenario_fleet(s, "clip", config, COSTS)
+    assert fleet == scenario_fleet(s, "clip", config, COSTS)  # seeded by the run's seed
+    assert {d.upload_bps for d in fleet.values()} <= {5e6, 50e6}
+    assert {d.latency_s for d in fleet.values()} <= {0.05, 0.02}
+    assert len({d.macs_per_second for d in fleet.values()}) == 8
+    ideal = scenario_fleet(s, "ideal", config, COSTS)
+    assert {d.macs_per_second for d in ideal.values()} == {SPEED / 2}
+    bad = {**data, "sim": {"fleet": "phones"}}
+    with pytest.raises(ConfigError, match=r"^scenario unit: sim.fleet must be one of stragglers, drawn"):
+        parse_scenario(bad, "unit")
+    bad = {**data, "sim": {"bandwidth": [{"upload_rate": "-3mbit"}], "fleet": "drawn"}}
+    with pytest.raises(ConfigError, match=r"^scenario unit: sim.bandwidth\[0\].upload_rate: bad rate"):
+        parse_scenario(bad, "unit")
+
+
+def test_live_refuses_a_drawn_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = tmp_path / "drawn.toml"
+    toml.write_text(
+        'target_accuracy = 0.5\n[federation]\ndataset = "digits"\nclients = 3\nrounds = 2\n'
+        '[sim]\nfleet = "drawn"\n'
+    )
+    assert harness.main(["--scenario", str(toml), "--engine", "live", "--out", str(tmp_path / "o")]) == 2
+    assert "has no live emulation; use --engine sim" in capsys.readouterr().err

@@ -16,6 +16,7 @@ This module reads clocks; the simulation (every other module of ``clipfl.sim``) 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import secrets
@@ -27,7 +28,7 @@ import nacl.public
 import numpy as np
 import torch
 
-from clipfl.clip.flops import forward_macs
+from clipfl.clip import UnitLayout, build_submodel, flop_ratio, forward_macs, select_ordered
 from clipfl.config import DEFAULT_MODELS
 from clipfl.data import load_dataset, to_tensors
 from clipfl.errors import ClipflError
@@ -55,31 +56,57 @@ def _per_call(fn: Callable[[], object], *, repeat: int) -> float:
     return float(np.median(times))
 
 
-def _model_speeds(model_name: str, data_dir: str | None, samples: int) -> tuple[float, float]:
+KEEP_RATIOS = (1.0, 0.8, 0.6, 0.45, 0.3)
+"""The sub-models timed to separate the per-MAC cost from the per-step overhead."""
+
+
+def _model_speeds(model_name: str, data_dir: str | None, samples: int) -> tuple[float, float, float]:
+    """(training MACs per second, step overhead in training MACs, evaluation MACs per second).
+
+    A fit's CPU time is ``a x MACs + b x steps``: the full model and sub-models of it (built by CLIP's
+    own ``build_submodel``) train the same samples in the same steps, so a least-squares line through
+    their (MACs, time) points gives ``a`` (the speed is ``1 / a``) and ``b`` (``b / a`` in MACs).
+    """
     dataset = load_dataset(_DATASET_OF.get(model_name, "digits"), data_dir)
     torch.manual_seed(0)
     model = build_model(model_name, dataset)
     macs = forward_macs(model, dataset.input_shape)
+    layout = UnitLayout.of(model, dataset.input_shape)
     n = min(samples, len(dataset.train))
     x, y = to_tensors(dataset.train, np.arange(n))
-    settings = TrainSettings(epochs=1, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9)
-    fit(model, x[:64], y[:64], settings, seed=0)  # torch's one-time set-up
-    cpu = [fit(model, x, y, settings, seed=r).cpu_seconds for r in range(3)]
-    train = macs * n * BACKWARD_FACTOR / float(np.median(cpu))
+    batch = 32
+    settings = TrainSettings(epochs=1, batch_size=batch, lr=0.01, optimizer="sgd", momentum=0.9)
+    subs = [
+        model if p == 1.0 else build_submodel(model, layout, select_ordered(layout, p).kept).module
+        for p in KEEP_RATIOS
+    ]
+    for m in subs:
+        fit(m, x[:64], y[:64], settings, seed=0)  # torch's one-time set-up
+    points: list[tuple[float, float]] = []
+    for r in range(5):  # interleaved, so that drift of a shared machine hits every size alike
+        for p, m in zip(KEEP_RATIOS, subs, strict=True):
+            cpu = fit(m, x, y, settings, seed=r).cpu_seconds
+            points.append((macs * n * BACKWARD_FACTOR * flop_ratio(layout, p), cpu))
+    per_mac, intercept = np.polyfit(*zip(*points, strict=True), deg=1)
+    per_step = max(float(intercept), 0.0) / math.ceil(n / batch)
     evaluate(model, x[:64], y[:64])
     t0 = time.thread_time()
     evaluate(model, x, y)
     infer = macs * n / max(time.thread_time() - t0, 1e-9)
-    return train, infer
+    return 1 / float(per_mac), per_step / float(per_mac), infer
 
 
-def calibrate(models: Sequence[str], *, data_dir: str | None = None, samples: int = 256) -> CostModel:
+def calibrate(models: Sequence[str], *, data_dir: str | None = None, samples: int = 512) -> CostModel:
     """Measure every figure of a ``CostModel`` on this machine."""
     torch.set_num_threads(1)
-    train, infer = {}, {}
+    train, overhead, infer = {}, {}, {}
     for name in models:
-        train[name], infer[name] = _model_speeds(name, data_dir, samples)
-        print(f"{name}: train {train[name]:.3g} MAC/s, evaluate {infer[name]:.3g} MAC/s", file=sys.stderr)
+        train[name], overhead[name], infer[name] = _model_speeds(name, data_dir, samples)
+        print(
+            f"{name}: train {train[name]:.3g} MAC/s + {overhead[name]:.3g} MACs per step, "
+            f"evaluate {infer[name]:.3g} MAC/s",
+            file=sys.stderr,
+        )
 
     a, b = K.RoundKeys.generate(secrets.token_bytes), K.RoundKeys.generate(secrets.token_bytes)
     box = nacl.public.Box(a.c_private, b.c_private.public_key)
@@ -108,6 +135,7 @@ def calibrate(models: Sequence[str], *, data_dir: str | None = None, samples: in
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
         train_macs_per_second=train,
         eval_macs_per_second=infer,
+        step_overhead_macs=overhead,
         keygen_s=_per_call(lambda: K.RoundKeys.generate(secrets.token_bytes), repeat=200) / 2,
         agree_s=_per_call(lambda: K.mask_seed(s_private, b.s_public, round_=1, u=0, v=1), repeat=200),
         seal_s=_per_call(lambda: K.seal(box, plain, secrets.token_bytes), repeat=500),
@@ -130,11 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--models",
-        default="digits_cnn,femnist_cnn",
+        default="digits_cnn,femnist_cnn,vgg9,shakespeare_lstm",
         help="comma-separated models to time (their datasets must be loadable; default: %(default)s)",
     )
     parser.add_argument("--data-dir", help="dataset directory (default: $CLIPFL_DATA)")
-    parser.add_argument("--samples", type=int, default=256, help="training samples per timed fit")
+    parser.add_argument("--samples", type=int, default=512, help="training samples per timed fit")
     parser.add_argument(
         "--out", default=str(DEFAULT_COST_MODEL), help="where to write (default: %(default)s)"
     )

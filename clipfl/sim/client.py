@@ -15,6 +15,7 @@ from typing import Any
 
 from clipfl.engine.client_round import ClientEngine, FitJob
 from clipfl.secagg import KeysBroadcast, MaskedInputRequest, PrivateDelivery, RoundSetup
+from clipfl.settings import TrainSettings
 from clipfl.sim.costs import CostModel
 from clipfl.sim.devices import DeviceProfile
 from clipfl.trainer import TrainOutput
@@ -46,10 +47,16 @@ class _SecureRound:
 
 class SimClient:
     def __init__(
-        self, engine: ClientEngine, device: DeviceProfile, costs: CostModel, *, forward_macs: int, epochs: int
+        self,
+        engine: ClientEngine,
+        device: DeviceProfile,
+        costs: CostModel,
+        *,
+        forward_macs: int,
+        train: TrainSettings,
     ) -> None:
         self.engine = engine
-        self.epochs = epochs
+        self.train = train
         self.device = device
         self.costs = costs
         self.forward_macs = forward_macs
@@ -65,18 +72,23 @@ class SimClient:
 
     # ------------------------------------------------------------------------------- training
 
-    def fit_seconds(self, flop_ratio: float) -> float:
+    def fit_seconds(self, flop_ratio: float, train: TrainSettings | None = None) -> float:
         """Virtual seconds of a fit of this client's data at ``flop_ratio`` of the full model's MACs."""
-        data = self.engine.trainer.data
-        macs = self.costs.fit_macs(self.forward_macs, flop_ratio, data.num_samples, self.epochs)
+        train = train or self.train
+        macs = self.costs.fit_macs(
+            self.engine.trainer.model_name,
+            self.forward_macs,
+            flop_ratio,
+            samples=self.engine.trainer.data.num_samples,
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+        )
         return macs / self.device.macs_per_second
 
     def run_fit(self, job: FitJob, now: float) -> FitRun:
         """Train ``job`` for real now; it ends after the trainer's earlier fits and its MACs' time."""
         out = self.engine.trainer.train(job.weights, job.sub, job.train, job.seed, job.coverage_size)
-        data = self.engine.trainer.data
-        macs = self.costs.fit_macs(self.forward_macs, job.flop_ratio, data.num_samples, job.train.epochs)
-        seconds = macs / self.device.macs_per_second
+        seconds = self.fit_seconds(job.flop_ratio, job.train)
         ends_at = max(now, self.trainer_free_at) + seconds
         self.trainer_free_at = ends_at
         # The device's CPU seconds replace this machine's in the record: results never hold a clock.

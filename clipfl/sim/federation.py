@@ -104,7 +104,7 @@ class Federation:
                 devices[i],
                 costs,
                 forward_macs=macs,
-                epochs=config.local_epochs,
+                train=config.train_settings(),
             )
             for i in range(config.clients)
         }
