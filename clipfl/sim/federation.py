@@ -77,6 +77,7 @@ class Federation:
         server_bps: float | None = None,
         run_dir: RunDir | None = None,
         strategy: Strategy | None = None,
+        eval_threads: int | None = None,
     ) -> None:
         if sorted(devices) != list(range(config.clients)):
             raise ConfigError(
@@ -84,6 +85,7 @@ class Federation:
                 f"got ids {sorted(devices)[:5]}{'...' if len(devices) > 5 else ''}"
             )
         self.config = config
+        self._eval_threads = eval_threads
         self.settings = config.run_settings()
         self.costs = costs
         self.run_dir = run_dir
@@ -272,7 +274,7 @@ class Federation:
         self.weights = outcome.weights
         if not outcome.participants:
             self._explain_empty_round(rnd, outcome.failures)
-        loss, accuracy = self._evaluate(self.weights)
+        loss, accuracy = self._evaluate_now()
         self._closed = (outcome, loss, accuracy)
         seconds = self._eval_seconds
         setup = self._setup
@@ -286,6 +288,18 @@ class Federation:
                 neighbors=setup.neighbors,
             )
         self.queue.push(self.clock.now() + seconds, ServerReady(rnd.round))
+
+    def _evaluate_now(self) -> tuple[float, float]:
+        """The real test of the new model, on the live server's torch threads (its cost is charged
+        from the cost model; the clients keep training on one thread each, as live)."""
+        if self._eval_threads is None:
+            return self._evaluate(self.weights)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self._eval_threads)
+        try:
+            return self._evaluate(self.weights)
+        finally:
+            torch.set_num_threads(threads)
 
     def _explain_empty_round(self, rnd: ServerRound, failures: Mapping[int, str]) -> None:
         """No update survived: with these devices and deadlines no round could ever finish."""

@@ -50,7 +50,8 @@ def simulate(
     ``cost_model``: a ``CostModel``, the path of one (``python -m clipfl.sim.calibrate``), or None for
     the one shipped with clipfl. ``server_bps``: the server's link, shared by every client (None: not
     capped). ``shares``: the clients' data, when the caller already loaded it (``federation_data``).
-    Torch trains on one thread, as each live client does, so the numbers are the live clients' too.
+    Torch trains on one thread, as each live client does, so the numbers are the live clients' too;
+    the server's test uses torch's default threads, as the live server does.
     """
     costs = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
     rd = None
@@ -68,6 +69,7 @@ def simulate(
             costs=costs,
             server_bps=server_bps,
             run_dir=rd,
+            eval_threads=threads,
         )
         if rd is not None:
             rd.write_json("config.json", {**dataclasses.asdict(config), "model": config.model_name})
