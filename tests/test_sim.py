@@ -275,3 +275,26 @@ def test_live_refuses_a_drawn_fleet(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert harness.main(["--scenario", str(toml), "--engine", "live", "--out", str(tmp_path / "o")]) == 2
     assert "has no live emulation; use --engine sim" in capsys.readouterr().err
+
+
+def test_a_protocol_only_run_trains_nothing_but_runs_secure_aggregation(tmp_path: Path) -> None:
+    """No training, every update zero: the model stays, the real SecAgg+ rounds and their costs run."""
+    from clipfl.clip import forward_macs
+    from clipfl.models import build_model
+    from clipfl.sim.run import protocol_shares
+
+    config = _config(clients=24, rounds=2, secagg="secagg+", max_weight=1000)
+    fleet = straggler_fleet(24, base_speed=SPEED, slowdown=3.0)
+    shares = protocol_shares(config, samples=50)
+    summary = simulate(config, fleet, run_dir=tmp_path, cost_model=COSTS, shares=shares, train=False)
+    assert summary["trained"] is False and summary["rounds"] == 2
+    rounds = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [len(r["participants"]) for r in rounds] == [24, 24]
+    assert rounds[0]["test_accuracy"] == rounds[1]["test_accuracy"]  # zero updates leave the model
+    fit = read_jsonl(tmp_path / "client-0.jsonl")[0]["fit_seconds"]
+    dataset = shares[0].dataset
+    forward = forward_macs(build_model("digits_cnn", dataset), dataset.input_shape)
+    expected = COSTS.fit_macs(
+        "digits_cnn", forward, 1.0, samples=50, epochs=1, batch_size=config.batch_size
+    ) / (SPEED / 3.0)
+    assert fit == pytest.approx(expected)

@@ -13,7 +13,9 @@ driven by ``random.Random`` seeded with the seed bytes (SHA-512 seeding, stable 
 
 from __future__ import annotations
 
+import functools
 import random
+import types
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -24,12 +26,25 @@ Graph = Mapping[int, frozenset[int]]
 _MAX_DRAWS = 1000
 
 
-def regular_graph(nodes: Sequence[int], degree: int, seed: bytes) -> dict[int, frozenset[int]]:
+def regular_graph(nodes: Sequence[int], degree: int, seed: bytes) -> Graph:
     """Neighbours of each node in a connected ``degree``-regular graph on ``nodes``, fixed by ``seed``.
 
     ``degree >= len(nodes) - 1`` gives the complete graph. ``len(nodes) * degree`` odd has no regular
     graph and raises ``ValueError`` (``SecAggConfig.resolved`` raises ``k`` by one beforehand).
+
+    The result is read-only and the last few are cached: drawing is O(n k), and a process that runs
+    many parties of one round (tests, the simulator, ``clipfl.sim``) would otherwise draw the same
+    graph once per client, O(n^2 k) in all.
     """
+    return _regular_graph(tuple(nodes), degree, bytes(seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _regular_graph(nodes: tuple[int, ...], degree: int, seed: bytes) -> Graph:
+    return types.MappingProxyType(_draw(nodes, degree, seed))
+
+
+def _draw(nodes: tuple[int, ...], degree: int, seed: bytes) -> dict[int, frozenset[int]]:
     order = sorted(nodes)
     n = len(order)
     if len(set(order)) != n:

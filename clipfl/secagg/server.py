@@ -108,7 +108,7 @@ class SecAggServer:
         self._random_bytes = random_bytes
         self._verify_keys = dict(verify_keys) if verify_keys is not None else None
         self._x = {cid: i + 1 for i, cid in enumerate(self.clients)}
-        self._graph: dict[int, frozenset[int]] = {}
+        self._graph: Mapping[int, frozenset[int]] = {}
         self._stage = Stage.SETUP
         self._aborted: str | None = None
         self._outgoing: list[tuple[int, ServerMessage]] = []

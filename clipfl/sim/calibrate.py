@@ -87,7 +87,8 @@ def _model_speeds(model_name: str, data_dir: str | None, samples: int) -> tuple[
         for p, m in zip(KEEP_RATIOS, subs, strict=True):
             cpu = fit(m, x, y, settings, seed=r).cpu_seconds
             points.append((macs * n * BACKWARD_FACTOR * flop_ratio(layout, p), cpu))
-    per_mac, intercept = np.polyfit(*zip(*points, strict=True), deg=1)
+    xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    per_mac, intercept = (float(v) for v in np.polyfit(xs, ys, deg=1))
     per_step = max(float(intercept), 0.0) / math.ceil(n / batch)
     evaluate(model, x[:64], y[:64])
     t0 = time.thread_time()

@@ -13,12 +13,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from clipfl.engine.client_round import ClientEngine, FitJob
 from clipfl.secagg import KeysBroadcast, MaskedInputRequest, PrivateDelivery, RoundSetup
 from clipfl.settings import TrainSettings
 from clipfl.sim.costs import CostModel
 from clipfl.sim.devices import DeviceProfile
 from clipfl.trainer import TrainOutput
+from clipfl.training import FitResult
 from clipfl.wire import Message
 
 __all__ = ["FitRun", "SimClient"]
@@ -54,9 +57,12 @@ class SimClient:
         *,
         forward_macs: int,
         train: TrainSettings,
+        really_train: bool = True,
     ) -> None:
         self.engine = engine
         self.train = train
+        self.really_train = really_train
+        """False: protocol-only (no training; every update is zero, its cost still charged)."""
         self.device = device
         self.costs = costs
         self.forward_macs = forward_macs
@@ -87,13 +93,26 @@ class SimClient:
 
     def run_fit(self, job: FitJob, now: float) -> FitRun:
         """Train ``job`` for real now; it ends after the trainer's earlier fits and its MACs' time."""
-        out = self.engine.trainer.train(job.weights, job.sub, job.train, job.seed, job.coverage_size)
         seconds = self.fit_seconds(job.flop_ratio, job.train)
+        if self.really_train:
+            out = self.engine.trainer.train(job.weights, job.sub, job.train, job.seed, job.coverage_size)
+        else:
+            out = self._untrained(job)
         ends_at = max(now, self.trainer_free_at) + seconds
         self.trainer_free_at = ends_at
         # The device's CPU seconds replace this machine's in the record: results never hold a clock.
         out = dataclasses.replace(out, result=dataclasses.replace(out.result, cpu_seconds=seconds))
         return FitRun(job, out, ends_at, ends_at - now)
+
+    def _untrained(self, job: FitJob) -> TrainOutput:
+        """A protocol-only fit: the sub-model the engine built, not trained; a zero update."""
+        samples = self.engine.trainer.data.num_samples
+        result = FitResult(loss=0.0, samples=samples, cpu_seconds=0.0)
+        if job.sub is not None:
+            inflated = job.sub.inflate()
+            return TrainOutput(result, inflated.delta, inflated.coverage > 0)
+        delta = np.zeros(self.engine.trainer.spec.size, dtype=np.float32)
+        return TrainOutput(result, delta, np.ones(job.coverage_size, dtype=bool))
 
     def fit_record(self) -> dict[str, Any]:
         """The fields the live client adds to its round record (no emulation, hence no overrun)."""

@@ -78,6 +78,7 @@ class Federation:
         run_dir: RunDir | None = None,
         strategy: Strategy | None = None,
         eval_threads: int | None = None,
+        train: bool = True,
     ) -> None:
         if sorted(devices) != list(range(config.clients)):
             raise ConfigError(
@@ -107,6 +108,7 @@ class Federation:
                 costs,
                 forward_macs=macs,
                 train=config.train_settings(),
+                really_train=train,
             )
             for i in range(config.clients)
         }

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from clipfl.config import RunConfig, run_config
+from clipfl.data import load_dataset
 from clipfl.errors import ConfigError
 from clipfl.rundir import RunDir
 from clipfl.sim.costs import CostModel, load_cost_model
@@ -33,7 +34,7 @@ from clipfl.sim.devices import DeviceProfile
 from clipfl.sim.federation import Federation
 from clipfl.trainer import ClientData, federation_data
 
-__all__ = ["federation_config", "simulate"]
+__all__ = ["federation_config", "protocol_shares", "simulate"]
 
 
 def simulate(
@@ -44,12 +45,16 @@ def simulate(
     cost_model: CostModel | str | Path | None = None,
     server_bps: float | None = None,
     shares: Mapping[int, ClientData] | None = None,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Run ``config`` on ``devices`` (one profile per client id) in virtual time; return the summary.
 
     ``cost_model``: a ``CostModel``, the path of one (``python -m clipfl.sim.calibrate``), or None for
     the one shipped with clipfl. ``server_bps``: the server's link, shared by every client (None: not
     capped). ``shares``: the clients' data, when the caller already loaded it (``federation_data``).
+    ``train=False`` is a protocol-only run: no training (every update is zero, its time still charged
+    from its MACs), each client holding only a sample count (``protocol_shares``), for federations of
+    thousands of clients; secure aggregation still runs for real.
     Torch trains on one thread, as each live client does, so the numbers are the live clients' too;
     the server's test uses torch's default threads, as the live server does.
     """
@@ -65,18 +70,19 @@ def simulate(
         federation = Federation(
             config,
             devices,
-            shares if shares is not None else federation_data(config),
+            shares if shares is not None else (federation_data(config) if train else protocol_shares(config)),
             costs=costs,
             server_bps=server_bps,
             run_dir=rd,
             eval_threads=threads,
+            train=train,
         )
         if rd is not None:
             rd.write_json("config.json", {**dataclasses.asdict(config), "model": config.model_name})
         summary = federation.run()
     finally:
         torch.set_num_threads(threads)
-    summary = {**summary, "engine": "sim", "cost_model": costs.source}
+    summary = {**summary, "engine": "sim", "cost_model": costs.source, "trained": train}
     if rd is not None:
         rd.write_json("summary.json", summary)
         rd.write_json(
@@ -89,6 +95,18 @@ def simulate(
             },
         )
     return summary
+
+
+def protocol_shares(config: RunConfig, samples: int | None = None) -> dict[int, ClientData]:
+    """Clients that hold a sample count and no data (protocol-only runs): ``samples`` each, by default
+    an equal share of the training split (at least 1), so weights and fit costs stay realistic."""
+    dataset = load_dataset(config.dataset, config.data_dir)
+    each = samples if samples is not None else max(1, len(dataset.train.y) // config.clients)
+    if config.max_client_samples is not None:
+        each = min(each, config.max_client_samples)
+    x = torch.empty((0, *dataset.input_shape))
+    y = torch.zeros(each, dtype=torch.int64)
+    return {i: ClientData(dataset, x, y) for i in range(config.clients)}
 
 
 def federation_config(values: Mapping[str, Any]) -> RunConfig:
