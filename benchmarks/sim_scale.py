@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipfl import ClipflError, federation_config, load_cost_model, simulate, straggler_fleet
+from clipfl.sim import protocol_shares
 
 __all__ = ["main"]
 
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--secagg", default="secagg+", choices=("off", "secagg", "secagg+"))
     parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--samples", type=int, default=100, help="samples each client claims (default 100)")
     parser.add_argument("--slowdown", type=float, default=1.0, help="every device's slowdown (default 1)")
     parser.add_argument("--server-rate", type=float, help="the server's link in bit/s (default: not capped)")
     parser.add_argument("--out", help="a run directory to write (default: none)")
@@ -54,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         started = time.monotonic()
         summary = simulate(
-            config, fleet, run_dir=args.out, cost_model=costs, server_bps=args.server_rate, train=False
+            config,
+            fleet,
+            run_dir=args.out,
+            cost_model=costs,
+            server_bps=args.server_rate,
+            shares=protocol_shares(config, args.samples),
+            train=False,
         )
         wall = time.monotonic() - started
     except ClipflError as exc:
@@ -65,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "secagg": args.secagg,
         "model": config.model_name,
+        "samples_per_client": args.samples,
         "simulated_mean_round_seconds": summary["mean_round_seconds"],
         "wall_seconds": wall,
         "wall_seconds_per_round": wall / args.rounds,

@@ -204,17 +204,16 @@ class SecAggServer:
         seed = self._random_bytes(32)
         self._graph = regular_graph(self.clients, self.params.neighbors, seed)
         self._stage = Stage.ADVERTISE_KEYS
-        for cid in self.clients:
-            setup = RoundSetup(
-                round=self.round,
-                mode=self.params.mode,
-                clients=list(self.clients),
-                threshold=self.params.threshold,
-                neighbors=self.params.neighbors,
-                graph_seed=seed,
-                vector_length=self.vector_length,
-            )
-            self._outgoing.append((cid, setup))
+        setup = RoundSetup(  # one message for all: it holds every client id, O(n) and not O(n^2)
+            round=self.round,
+            mode=self.params.mode,
+            clients=list(self.clients),
+            threshold=self.params.threshold,
+            neighbors=self.params.neighbors,
+            graph_seed=seed,
+            vector_length=self.vector_length,
+        )
+        self._outgoing.extend((cid, setup) for cid in self.clients)
 
     def receive(self, client_id: int, message: ClientMessage) -> None:
         """Process one message from ``client_id``; a bad one fails that client, nothing is raised."""

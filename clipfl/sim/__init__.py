@@ -20,6 +20,7 @@ __all__ = [
     "drawn_fleet",
     "federation_config",
     "load_cost_model",
+    "protocol_shares",
     "simulate",
     "straggler_fleet",
 ]
@@ -33,6 +34,7 @@ _HOMES = {
     "drawn_fleet": "clipfl.sim.devices",
     "federation_config": "clipfl.sim.run",
     "load_cost_model": "clipfl.sim.costs",
+    "protocol_shares": "clipfl.sim.run",
     "simulate": "clipfl.sim.run",
     "straggler_fleet": "clipfl.sim.devices",
 }

@@ -255,10 +255,13 @@ class Federation:
 
     def _server_send(self, messages: list[tuple[int, Message]]) -> None:
         now = self.clock.now()
+        sizes: dict[int, int] = {}  # one message object sent to many (RoundSetup) is encoded once
         for client_id, msg in messages:
             if isinstance(msg, RoundSetup):
                 self._setup = msg
-            nbytes = message_nbytes(msg)
+            nbytes = sizes.get(id(msg))
+            if nbytes is None:
+                nbytes = sizes[id(msg)] = message_nbytes(msg)
             self.queue.push(
                 self.network.download(now, client_id, nbytes), Arrival(client_id, SERVER, msg, nbytes)
             )
