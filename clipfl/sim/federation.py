@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from clipfl.clip import UnitLayout
-from clipfl.clip.flops import forward_macs
+from clipfl.clip.flops import flop_ratio, forward_macs
 from clipfl.config import RunConfig
 from clipfl.engine.client_round import ClientEngine
 from clipfl.engine.records import RoundRecord, summarize
@@ -95,6 +95,7 @@ class Federation:
         model = build_model(config.model_name, dataset)
         self.spec = ParamSpec.of(model)
         layout = UnitLayout.of(model, dataset.input_shape) if self.settings.prunes else None
+        self._layout = layout
         self.coverage_size = layout.units + 1 if layout is not None else 1
         self.strategy = strategy or FedAvg(config, layout)
         self.weights = self.spec.flatten(state_of(model))
@@ -307,14 +308,24 @@ class Federation:
             torch.set_num_threads(threads)
 
     def _explain_empty_round(self, rnd: ServerRound, failures: Mapping[int, str]) -> None:
-        """No update survived: with these devices and deadlines no round could ever finish."""
-        fastest = min(c.fit_seconds(1.0) for c in self.clients.values())
+        """No update survived. When the server's deadline is shorter than the cheapest fit the fastest
+        device may train, no round ever can: say so instead of simulating futile rounds. Otherwise
+        (an adaptive deadline that was too tight once, as live) the run goes on."""
+        cheapest = self._layout_ratio(self.settings.min_keep_ratio) if self.settings.prunes else 1.0
+        fastest = min(c.fit_seconds(cheapest) for c in self.clients.values())
+        if rnd.plan.deadline_seconds >= fastest:
+            log.warning("round %d: no update survived (%s)", rnd.round, next(iter(failures.values()), "-"))
+            return
         reasons = sorted(set(failures.values())) or ["no client took part"]
         raise SimulationError(
             f"round {rnd.round}: no update survived ({reasons[0]}); the server waits "
-            f"{rnd.plan.deadline_seconds:g} s and the fastest device needs {fastest:.3g} s for a full fit "
-            "alone: raise round_timeout or make the devices faster"
+            f"{rnd.plan.deadline_seconds:g} s and the fastest device needs {fastest:.3g} s for the "
+            "smallest fit it may train: raise round_timeout or make the devices faster"
         )
+
+    def _layout_ratio(self, keep_ratio: float) -> float:
+        assert self._layout is not None
+        return flop_ratio(self._layout, keep_ratio)
 
     # -------------------------------------------------------------------------------- clients
 
