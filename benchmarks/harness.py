@@ -3,10 +3,19 @@
     python -m benchmarks.harness --scenario digits-quick
     python -m benchmarks.harness --scenario paper-cifar10 --quick --seeds 3 --out runs/cifar
     python -m benchmarks.harness --scenario my.toml --strategies none,clip,ideal --rounds 4
+    python -m benchmarks.harness --scenario digits-quick --engine live   # real processes and sockets
 
-Each run is one ``python -m clipfl.launch`` process (server and clients, on loopback), so the harness
-knows the federation only through the launcher's command line and the run directory it writes; it
-never imports server or client code (DESIGN.md section 1, the benchmarks layer).
+Two engines run the same scenario file and write the same ``results.json``, ``report.md`` and plots:
+
+* ``--engine sim`` (the default) simulates each run in virtual time (``clipfl.simulate``): the live
+  round engine decides everything, real training and real secure aggregation run, and times come from
+  device profiles (this machine's measured speed over each client's slowdown, the scenario's link
+  caps) and a measured cost model, so the figures are the scenario's, not this machine's load, and a
+  rerun gives a byte-identical ``results.json``. Paper-size scenarios take minutes instead of days.
+* ``--engine live`` runs each as one ``python -m clipfl.launch`` process (server and clients, on
+  loopback), so the harness knows the federation only through the launcher's command line and the run
+  directory it writes; it never imports server or client code (DESIGN.md section 1, the benchmarks
+  layer). It is the simulator's check on small scenarios.
 
 Why it runs the way it does:
 
@@ -35,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -56,11 +66,14 @@ from benchmarks.report import (
     write_report,
 )
 from benchmarks.scenario import SECAGG_MODES, STRATEGIES, Scenario, load_scenario
+from benchmarks.simulated import SIM_SHAPING, simulate_run
+from clipfl import load_cost_model
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.shaping import cleanup_stale, require_root_netns
 
 __all__ = [
     "ALL_STRATEGIES",
+    "ENGINES",
     "RunOutcome",
     "RunPlan",
     "build_parser",
@@ -73,6 +86,7 @@ __all__ = [
 ]
 
 ALL_STRATEGIES = (*STRATEGIES, IDEAL)
+ENGINES = ("sim", "live")
 REPO = Path(__file__).resolve().parents[1]
 _STOP_GRACE = 30.0  # seconds for the launcher to stop its clients and tear a tc bench down after SIGINT
 
@@ -216,6 +230,20 @@ async def run_one(
     return RunOutcome(plan=plan, status=status, wall_seconds=time.monotonic() - started, message=message)
 
 
+async def run_simulated(plan: RunPlan, scenario: Scenario, cost_model: str | None) -> RunOutcome:
+    """Simulate one run in a worker thread (the event loop stays free for Ctrl-C, which takes effect
+    when the running simulation ends)."""
+    started = time.monotonic()
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        costs = load_cost_model(cost_model)
+        await asyncio.to_thread(simulate_run, scenario, plan.strategy, plan.seed, plan.run_dir, costs)
+    except ClipflError as exc:
+        seconds = time.monotonic() - started
+        return RunOutcome(plan=plan, status="failed", wall_seconds=seconds, message=str(exc))
+    return RunOutcome(plan=plan, status="ok", wall_seconds=time.monotonic() - started)
+
+
 async def _stop(proc: asyncio.subprocess.Process, shaping: str, grace: float) -> None:
     """SIGINT to the launcher (it stops its own processes and its bench), then SIGKILL to its group.
 
@@ -270,6 +298,8 @@ def _results(
     out_dir: Path,
     *,
     interrupted: bool,
+    engine: str = "live",
+    cost_model: str | None = None,
 ) -> tuple[dict[str, Any], list[RunRecord]]:
     records: list[RunRecord] = []
     figures: list[RunFigures] = []
@@ -281,7 +311,8 @@ def _results(
             "status": o.status,
             "message": o.message,
             "run_dir": str(o.plan.run_dir.relative_to(out_dir)),
-            "wall_seconds": o.wall_seconds,
+            # a simulation's results hold no real time (they are byte-reproducible): timing.json has it
+            "wall_seconds": None if engine == "sim" else o.wall_seconds,
         }
         if o.status == "ok":
             record = load_run(o.plan.run_dir, strategy=o.plan.strategy, seed=o.plan.seed)
@@ -297,10 +328,11 @@ def _results(
     )
     results = {
         "scenario": scenario.name,
+        "engine": engine,
         "quick": scenario.quick,
         "description": scenario.description,
         "seeds": sorted({o.plan.seed for o in outcomes}),
-        "shaping": shaping,
+        "shaping": SIM_SHAPING if engine == "sim" else shaping,
         "network_caps": scenario.has_network_caps,
         "clients": scenario.clients,
         "rounds": scenario.rounds,
@@ -314,6 +346,8 @@ def _results(
         "strategies": summarize(figures),
         "runs": runs,
     }
+    if engine == "sim":
+        results["cost_model"] = load_cost_model(cost_model).to_json()
     return results, records
 
 
@@ -324,23 +358,29 @@ async def run_benchmark(
     *,
     shaping: str,
     say: Say = print,
+    engine: str = "live",
+    cost_model: str | None = None,
 ) -> dict[str, Any]:
-    """Run every planned launcher run in turn; write ``results.json``, plots and ``report.md``.
+    """Run every planned run in turn; write ``results.json``, plots and ``report.md``.
 
     Interrupted (cancelled) benchmarks still write their report of the finished runs, then re-raise.
     """
     plans = plan_runs(scenario, strategies, out_dir, shaping)
     say(
         f"benchmark {scenario.name}{' (quick)' if scenario.quick else ''}: {len(plans)} runs "
-        f"({scenario.seeds} seed(s) x {', '.join(strategies)}), shaping {shaping}, "
-        f"base slowdown {scenario.devices.slowdown:g}x, writing to {out_dir}"
+        f"({scenario.seeds} seed(s) x {', '.join(strategies)}), engine {engine}, "
+        + (f"shaping {shaping}, " if engine == "live" else "")
+        + f"base slowdown {scenario.devices.slowdown:g}x, writing to {out_dir}"
     )
     outcomes: list[RunOutcome] = []
     interrupted = True
     try:
         for plan in plans:
             say(f"[{plan.index}/{len(plans)}] seed {plan.seed} {plan.strategy}: starting")
-            outcome = await run_one(plan, time_limit=scenario.run_timeout, shaping=shaping, say=say)
+            if engine == "sim":
+                outcome = await run_simulated(plan, scenario, cost_model)
+            else:
+                outcome = await run_one(plan, time_limit=scenario.run_timeout, shaping=shaping, say=say)
             outcomes.append(outcome)
             figures = None
             if outcome.status == "ok":
@@ -349,8 +389,22 @@ async def run_benchmark(
             say(_describe(outcome, figures))
         interrupted = False
     finally:
-        results, records = _results(scenario, shaping, outcomes, out_dir, interrupted=interrupted)
+        results, records = _results(
+            scenario,
+            shaping,
+            outcomes,
+            out_dir,
+            interrupted=interrupted,
+            engine=engine,
+            cost_model=cost_model,
+        )
         report = write_report(results, records, out_dir)
+        if engine == "sim":  # real times, kept out of the reproducible results.json
+            timing = [
+                {"seed": o.plan.seed, "strategy": o.plan.strategy, "wall_seconds": o.wall_seconds}
+                for o in outcomes
+            ]
+            (out_dir / "timing.json").write_text(json.dumps({"runs": timing}, indent=2) + "\n")
         say(f"report: {report}")
     return results
 
@@ -361,8 +415,21 @@ async def run_benchmark(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.harness",
-        description="Run every straggler-mitigation strategy of a scenario as real federations, seed by "
-        "seed, and write results.json, report.md and plots.",
+        description="Run every straggler-mitigation strategy of a scenario, seed by seed, simulated or as "
+        "real federations, and write results.json, report.md and plots.",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="sim",
+        help="sim (default): virtual time, decided by the live round engine with real training and real "
+        "secure aggregation; its figures do not depend on this machine's load, a rerun gives the same "
+        "results.json byte for byte, and paper-size runs take minutes. live: real processes and sockets "
+        "on this machine, emulated slowdowns and link caps: the check of the simulator on small scenarios",
+    )
+    parser.add_argument(
+        "--cost-model",
+        help="--engine sim: a cost model from python -m clipfl.sim.calibrate (default: the shipped one)",
     )
     parser.add_argument("--scenario", required=True, help="a shipped scenario name or a path to a .toml")
     parser.add_argument("--quick", action="store_true", help="use the scenario's [quick] sizes")
@@ -377,7 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="output directory (default: runs/bench-<scenario>-<time>)")
     parser.add_argument(
-        "--shaping", choices=("auto", "tc", "app"), default="auto", help="link shaping (default: auto)"
+        "--shaping",
+        choices=("auto", "tc", "app"),
+        default="auto",
+        help="--engine live: link shaping (default: auto)",
     )
     return parser
 
@@ -400,7 +470,14 @@ def _shaping(choice: str) -> str:
     return choice
 
 
-async def _main_async(scenario: Scenario, strategies: list[str], out: Path, shaping: str) -> dict[str, Any]:
+async def _main_async(
+    scenario: Scenario,
+    strategies: list[str],
+    out: Path,
+    shaping: str,
+    engine: str = "live",
+    cost_model: str | None = None,
+) -> dict[str, Any]:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -411,7 +488,13 @@ async def _main_async(scenario: Scenario, strategies: list[str], out: Path, shap
         loop.add_signal_handler(sig, task.cancel)
     try:
         return await run_benchmark(
-            scenario, strategies, out, shaping=shaping, say=lambda s: print(s, flush=True)
+            scenario,
+            strategies,
+            out,
+            shaping=shaping,
+            say=lambda s: print(s, flush=True),
+            engine=engine,
+            cost_model=cost_model,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -429,10 +512,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.secagg is not None:
             scenario = dataclasses.replace(scenario, secagg=args.secagg)
         strategies = _strategies(args.strategies, scenario)
-        shaping = _shaping(args.shaping)
-        out = Path(args.out or Path("runs") / f"bench-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.engine == "live" and scenario.sim.fleet != "stragglers":
+            raise ConfigError(
+                f"scenario {scenario.name}: sim.fleet = {scenario.sim.fleet!r} has no live emulation; "
+                "use --engine sim"
+            )
+        shaping = _shaping(args.shaping) if args.engine == "live" else "virtual"
+        if args.engine == "sim":
+            load_cost_model(args.cost_model)  # a bad cost model is one line, before anything runs
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out or Path("runs") / f"bench-{scenario.name}-{args.engine}-{stamp}")
         out.mkdir(parents=True, exist_ok=True)
-        results = asyncio.run(_main_async(scenario, strategies, out, shaping))
+        results = asyncio.run(_main_async(scenario, strategies, out, shaping, args.engine, args.cost_model))
     except ClipflError as exc:
         print(f"benchmarks.harness: error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,16 @@ A scenario file (``benchmarks/scenarios/<name>.toml``)::
     upload_rate = "4mbit"      # optional caps that replace the base ones for the stragglers
     download_rate = "20mbit"
 
+    [sim]                      # optional, --engine sim only (the live harness has no such devices)
+    server_rate = "1gbit"      # the server's link, shared by every client (default: not capped)
+    latency = 0.02             # every client's one-way latency in seconds (default 0)
+    fleet = "drawn"            # "stragglers" (default: [devices] and [stragglers]) or "drawn":
+    speed_sigma = 0.5          #   compute speeds log-normal around the base (this machine / slowdown)
+    bandwidth = [              #   link classes picked with these weights, seeded by the run's seed
+        { upload_rate = "5mbit", download_rate = "20mbit", latency = 0.05, weight = 1 },
+        { upload_rate = "50mbit", download_rate = "100mbit", weight = 3 },
+    ]
+
     [quick]                    # overrides for ``--quick``, same layout (tables are merged key by key)
     run_timeout = 120
     [quick.federation]
@@ -56,8 +66,10 @@ __all__ = [
     "SCENARIO_DIR",
     "SECAGG_MODES",
     "STRATEGIES",
+    "BandwidthSpec",
     "DeviceProfile",
     "Scenario",
+    "SimSettings",
     "StragglerProfile",
     "available_scenarios",
     "load_scenario",
@@ -108,10 +120,14 @@ _TOP_KEYS = frozenset(
         "federation",
         "devices",
         "stragglers",
+        "sim",
         "quick",
     }
 )
 _DEVICE_KEYS = frozenset({"slowdown", "upload_rate", "download_rate"})
+_SIM_KEYS = frozenset({"server_rate", "latency", "fleet", "speed_sigma", "bandwidth"})
+_BANDWIDTH_KEYS = frozenset({"upload_rate", "download_rate", "latency", "weight"})
+SIM_FLEETS = ("stragglers", "drawn")
 _STRAGGLER_KEYS = frozenset({"count", "ids", "network_ids", "slowdown", "upload_rate", "download_rate"})
 _DEFAULT_RUN_TIMEOUT = 900.0  # seconds; a paper run at full size ends well inside this
 
@@ -149,6 +165,27 @@ class StragglerProfile:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BandwidthSpec:
+    """A class of links of a drawn fleet: tc rate caps, a one-way latency, a relative weight."""
+
+    upload_rate: str | None = None
+    download_rate: str | None = None
+    latency: float = 0.0
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimSettings:
+    """What only the simulator models: the server's shared link, latency, drawn fleets."""
+
+    server_rate: str | None = None
+    latency: float = 0.0
+    fleet: str = "stragglers"
+    speed_sigma: float = 0.5
+    bandwidth: tuple[BandwidthSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Scenario:
     """A validated scenario (build it with :func:`parse_scenario` or :func:`load_scenario`)."""
 
@@ -164,6 +201,7 @@ class Scenario:
     secagg: str
     strategies: tuple[str, ...]
     quick: bool = False
+    sim: SimSettings = SimSettings()
 
     @property
     def clients(self) -> int:
@@ -319,6 +357,36 @@ def _stragglers(r: _Reader, clients: int) -> StragglerProfile:
     return profile
 
 
+def _sim(r: _Reader) -> SimSettings:
+    fleet = r.string("fleet", "stragglers", SIM_FLEETS)
+    raw = r.data.get("bandwidth", [])
+    if not isinstance(raw, list) or not all(isinstance(b, Mapping) for b in raw):
+        r.fail("sim.bandwidth must be a list of tables {upload_rate, download_rate, latency, weight}")
+    classes = []
+    for i, table in enumerate(raw):
+        b = _Reader(r.scenario, f"sim.bandwidth[{i}]", table, _BANDWIDTH_KEYS)
+        weight = b.number("weight", 1.0, minimum=0)
+        if weight <= 0:
+            b.fail(f"sim.bandwidth[{i}].weight must be > 0, got {weight!r}")
+        classes.append(
+            BandwidthSpec(
+                upload_rate=b.rate("upload_rate"),
+                download_rate=b.rate("download_rate"),
+                latency=float(b.number("latency", 0.0, minimum=0)),
+                weight=float(weight),
+            )
+        )
+    if classes and fleet != "drawn":
+        r.fail('sim.bandwidth describes a drawn fleet: set sim.fleet = "drawn"')
+    return SimSettings(
+        server_rate=r.rate("server_rate"),
+        latency=float(r.number("latency", 0.0, minimum=0)),
+        fleet=fleet,
+        speed_sigma=float(r.number("speed_sigma", 0.5, minimum=0)),
+        bandwidth=tuple(classes),
+    )
+
+
 def parse_scenario(data: Mapping[str, Any], name: str, *, quick: bool = False) -> Scenario:
     """Validate a scenario's TOML mapping (with its ``[quick]`` overrides applied when ``quick``).
 
@@ -382,6 +450,7 @@ def _parse(data: Mapping[str, Any], name: str, *, quick: bool) -> Scenario:
     description = data.get("description", "")
     if not isinstance(description, str):
         top.fail("description must be a string")
+    sim = _sim(_Reader(name, "sim", data.get("sim", {}), _SIM_KEYS))
     return Scenario(
         name=name,
         description=description,
@@ -395,6 +464,7 @@ def _parse(data: Mapping[str, Any], name: str, *, quick: bool) -> Scenario:
         secagg=top.string("secagg", "secagg", SECAGG_MODES),
         strategies=tuple(strategies),
         quick=quick,
+        sim=sim,
     )
 
 

@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clipfl.config import RunConfig, add_flags, load_toml, run_config, unknown_keys
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.keys import provision
 from clipfl.procs import ChildProcesses
 from clipfl.shaping import parse_rate
+from clipfl.sim.devices import choose_stragglers
 
 __all__ = ["LaunchOptions", "build_parser", "client_argv", "config_flags", "free_port", "launch", "main"]
 
@@ -76,8 +75,7 @@ class LaunchOptions:
             return frozenset(self.straggler_ids)
         if self.stragglers > config.clients:
             raise ConfigError(f"stragglers ({self.stragglers}) must not exceed clients ({config.clients})")
-        rng = np.random.default_rng(config.seed + 7919)
-        return frozenset(rng.choice(config.clients, size=self.stragglers, replace=False).tolist())
+        return choose_stragglers(config.clients, self.stragglers, config.seed)  # the simulator's too
 
     def slowdowns(self, config: RunConfig) -> list[float]:
         """Each client's slowdown: the base one, times ``straggler_slowdown`` for the stragglers."""

@@ -28,7 +28,8 @@ CONTRACT = {
 @pytest.mark.timeout(400)
 def test_digits_quick_two_strategies_one_seed(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    argv = ["--scenario", "digits-quick", "--strategies", "none,ideal", "--seeds", "1", "--rounds", "3"]
+    argv = ["--scenario", "digits-quick", "--engine", "live", "--strategies", "none,ideal", "--seeds", "1"]
+    argv += ["--rounds", "3"]
     code = harness.main([*argv, "--out", str(out), "--shaping", "app"])
     results = json.loads((out / "results.json").read_text())
     assert code == 0, [r["message"] for r in results["runs"] if r["status"] != "ok"]

@@ -25,7 +25,7 @@ from clipfl.engine.instructions import instructions_of
 from clipfl.engine.secure_collect import SecureCollector
 from clipfl.engine.strategy import FitPlan, Strategy
 from clipfl.engine.update import ClientInfo, UpdateSum
-from clipfl.messages import FitIns, RoundStart
+from clipfl.messages import FitIns, RoundStart, TimingRelay
 from clipfl.params import ParamSpec
 from clipfl.secagg import Roster, UpdateLayout
 from clipfl.settings import CodecParams, RunSettings
@@ -156,6 +156,17 @@ class ServerRound:
     def receive(self, client_id: int, msg: Message) -> None:
         if self._collector is not None:
             self._collector.receive(client_id, msg)
+
+    def relay_timing(self, sender: int, msg: TimingRelay) -> list[tuple[int, Message]] | None:
+        """A plain-mode CLIP timing report, readdressed to the round's other clients.
+
+        None when the report may not be relayed (secure aggregation carries reports sealed on the
+        client-to-client channel instead; a report of another round is stale): the caller drops it.
+        """
+        if self._codec is not None or self._collector is None or msg.round != self.round:
+            return None
+        out = TimingRelay(round=msg.round, sender=sender, payload=msg.payload)
+        return [(client_id, out) for client_id in sorted(self.expected - {sender})]
 
     def fail(self, client_id: int, reason: str) -> None:
         if self._collector is not None:

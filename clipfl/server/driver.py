@@ -174,13 +174,10 @@ class Server:
     async def _relay_timing(self, sender: int, msg: TimingRelay) -> bool:
         """Forward a plain-mode timing report to the round's other clients (never under secagg)."""
         rnd = self._round
-        if self.settings.secagg is not None or rnd is None or msg.round != rnd.round:
+        relayed = rnd.relay_timing(sender, msg) if rnd is not None else None
+        if relayed is None:
             return False
-        frames = encode(TimingRelay(round=msg.round, sender=sender, payload=msg.payload))
-        for client_id in sorted(rnd.expected - {sender}):
-            to = self.sessions.peer_of(client_id)
-            if to is not None:
-                await self.transport.send(to, frames)
+        await self._send_all(relayed)
         return True
 
     async def _on_peer_left(self, peer: bytes, reason: str) -> None:
