@@ -22,6 +22,7 @@ import numpy as np
 from clipfl.config import RunConfig
 from clipfl.engine.collect import Collector, PlainCollector
 from clipfl.engine.instructions import instructions_of
+from clipfl.engine.records import RoundRecord
 from clipfl.engine.secure_collect import SecureCollector
 from clipfl.engine.strategy import FitPlan, Strategy
 from clipfl.engine.update import ClientInfo, UpdateSum
@@ -48,6 +49,23 @@ class RoundOutcome:
     @property
     def participants(self) -> tuple[int, ...]:
         return self.update.contributors if self.update is not None else ()
+
+    def record(
+        self, round: int, *, round_seconds: float, elapsed_seconds: float, loss: float, accuracy: float
+    ) -> RoundRecord:
+        """The round's record once the next model is tested (the live server and the simulator)."""
+        return RoundRecord(
+            round=round,
+            round_seconds=round_seconds,
+            elapsed_seconds=elapsed_seconds,
+            test_accuracy=accuracy,
+            test_loss=loss,
+            participants=list(self.participants),
+            failures=self.failures,
+            selected=list(self.selected),
+            stage_seconds=self.stage_seconds,
+            metrics=self.metrics,
+        )
 
 
 class ServerRound:

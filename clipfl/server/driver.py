@@ -299,17 +299,8 @@ class Server:
         self.weights = outcome.weights
         loss, accuracy = await asyncio.to_thread(self._evaluate, self.weights)
         now = loop.time()
-        return RoundRecord(
-            round=number,
-            round_seconds=now - t0,
-            elapsed_seconds=now - started,
-            test_accuracy=accuracy,
-            test_loss=loss,
-            participants=list(outcome.participants),
-            failures=outcome.failures,
-            selected=list(outcome.selected),
-            stage_seconds=outcome.stage_seconds,
-            metrics=outcome.metrics,
+        return outcome.record(
+            number, round_seconds=now - t0, elapsed_seconds=now - started, loss=loss, accuracy=accuracy
         )
 
     async def _train(self) -> dict[str, Any]:

@@ -184,17 +184,8 @@ class Federation:
         now = self.clock.now()
         assert self._closed is not None
         outcome, loss, accuracy = self._closed
-        record = RoundRecord(
-            round=number,
-            round_seconds=now - t0,
-            elapsed_seconds=now,
-            test_accuracy=accuracy,
-            test_loss=loss,
-            participants=list(outcome.participants),
-            failures=outcome.failures,
-            selected=list(outcome.selected),
-            stage_seconds=outcome.stage_seconds,
-            metrics=outcome.metrics,
+        record = outcome.record(
+            number, round_seconds=now - t0, elapsed_seconds=now, loss=loss, accuracy=accuracy
         )
         self.records.append(record)
         row = record.row(
