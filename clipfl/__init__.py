@@ -12,8 +12,9 @@ pay for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clipfl.lazy import lazy_exports
 
 __all__ = [
     "BandwidthClass",
@@ -76,14 +77,4 @@ if TYPE_CHECKING:
     from clipfl.trainer import ClientData, client_data, federation_data
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'clipfl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

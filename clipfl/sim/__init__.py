@@ -8,8 +8,7 @@ Names are imported on first use (PEP 562): ``clipfl.launch`` reads the straggler
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from clipfl.lazy import lazy_exports
 
 __all__ = [
     "BandwidthClass",
@@ -40,14 +39,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'clipfl.sim' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
