@@ -70,6 +70,7 @@ from benchmarks.simulated import SIM_SHAPING, simulate_run
 from clipfl import load_cost_model
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.shaping import cleanup_stale, require_root_netns
+from clipfl.sim import BACKENDS, FitBackend, fit_backend
 
 __all__ = [
     "ALL_STRATEGIES",
@@ -230,14 +231,35 @@ async def run_one(
     return RunOutcome(plan=plan, status=status, wall_seconds=time.monotonic() - started, message=message)
 
 
-async def run_simulated(plan: RunPlan, scenario: Scenario, cost_model: str | None) -> RunOutcome:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimOptions:
+    """How ``--engine sim`` runs: the cost model, and where fits train (none of it changes results)."""
+
+    cost_model: str | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+    device: str = "cpu"
+
+
+async def run_simulated(
+    plan: RunPlan, scenario: Scenario, options: SimOptions, backend: FitBackend | None = None
+) -> RunOutcome:
     """Simulate one run in a worker thread (the event loop stays free for Ctrl-C, which takes effect
-    when the running simulation ends)."""
+    when the running simulation ends). ``backend``: one the caller holds for every run."""
     started = time.monotonic()
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        costs = load_cost_model(cost_model)
-        await asyncio.to_thread(simulate_run, scenario, plan.strategy, plan.seed, plan.run_dir, costs)
+        costs = load_cost_model(options.cost_model)
+        await asyncio.to_thread(
+            simulate_run,
+            scenario,
+            plan.strategy,
+            plan.seed,
+            plan.run_dir,
+            costs,
+            backend=backend or options.backend,
+            device=options.device,
+        )
     except ClipflError as exc:
         seconds = time.monotonic() - started
         return RunOutcome(plan=plan, status="failed", wall_seconds=seconds, message=str(exc))
@@ -359,7 +381,7 @@ async def run_benchmark(
     shaping: str,
     say: Say = print,
     engine: str = "live",
-    cost_model: str | None = None,
+    sim: SimOptions = SimOptions(),
 ) -> dict[str, Any]:
     """Run every planned run in turn; write ``results.json``, plots and ``report.md``.
 
@@ -374,11 +396,12 @@ async def run_benchmark(
     )
     outcomes: list[RunOutcome] = []
     interrupted = True
+    backend = fit_backend(sim.backend, address=sim.ray_address) if engine == "sim" else None
     try:
         for plan in plans:
             say(f"[{plan.index}/{len(plans)}] seed {plan.seed} {plan.strategy}: starting")
             if engine == "sim":
-                outcome = await run_simulated(plan, scenario, cost_model)
+                outcome = await run_simulated(plan, scenario, sim, backend)
             else:
                 outcome = await run_one(plan, time_limit=scenario.run_timeout, shaping=shaping, say=say)
             outcomes.append(outcome)
@@ -389,6 +412,8 @@ async def run_benchmark(
             say(_describe(outcome, figures))
         interrupted = False
     finally:
+        if backend is not None:
+            backend.close()
         results, records = _results(
             scenario,
             shaping,
@@ -396,7 +421,7 @@ async def run_benchmark(
             out_dir,
             interrupted=interrupted,
             engine=engine,
-            cost_model=cost_model,
+            cost_model=sim.cost_model,
         )
         report = write_report(results, records, out_dir)
         if engine == "sim":  # real times, kept out of the reproducible results.json
@@ -404,7 +429,8 @@ async def run_benchmark(
                 {"seed": o.plan.seed, "strategy": o.plan.strategy, "wall_seconds": o.wall_seconds}
                 for o in outcomes
             ]
-            (out_dir / "timing.json").write_text(json.dumps({"runs": timing}, indent=2) + "\n")
+            where = {"backend": sim.backend, "device": sim.device, "cpu_count": os.cpu_count()}
+            (out_dir / "timing.json").write_text(json.dumps({**where, "runs": timing}, indent=2) + "\n")
         say(f"report: {report}")
     return results
 
@@ -430,6 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cost-model",
         help="--engine sim: a cost model from python -m clipfl.sim.calibrate (default: the shipped one)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="--engine sim: where the fits train: local (default, this process, one core) or ray (Ray "
+        "tasks on every core, or on the cluster of --ray-address; pip install 'clipfl[ray]'). The "
+        "results are the same on both",
+    )
+    parser.add_argument("--ray-address", help="--backend ray: a running Ray cluster (default: a local Ray)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="--engine sim: where torch trains the fits (default cpu)",
     )
     parser.add_argument("--scenario", required=True, help="a shipped scenario name or a path to a .toml")
     parser.add_argument("--quick", action="store_true", help="use the scenario's [quick] sizes")
@@ -476,7 +517,7 @@ async def _main_async(
     out: Path,
     shaping: str,
     engine: str = "live",
-    cost_model: str | None = None,
+    sim: SimOptions = SimOptions(),
 ) -> dict[str, Any]:
     task = asyncio.current_task()
     assert task is not None
@@ -494,7 +535,7 @@ async def _main_async(
             shaping=shaping,
             say=lambda s: print(s, flush=True),
             engine=engine,
-            cost_model=cost_model,
+            sim=sim,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -518,12 +559,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "use --engine sim"
             )
         shaping = _shaping(args.shaping) if args.engine == "live" else "virtual"
+        sim = SimOptions(
+            cost_model=args.cost_model, backend=args.backend, ray_address=args.ray_address, device=args.device
+        )
         if args.engine == "sim":
-            load_cost_model(args.cost_model)  # a bad cost model is one line, before anything runs
+            from clipfl.trainer import check_device  # torch: only for the simulator
+
+            load_cost_model(args.cost_model)  # a bad cost model or device is one line, before any run
+            check_device(args.device)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out or Path("runs") / f"bench-{scenario.name}-{args.engine}-{stamp}")
         out.mkdir(parents=True, exist_ok=True)
-        results = asyncio.run(_main_async(scenario, strategies, out, shaping, args.engine, args.cost_model))
+        results = asyncio.run(_main_async(scenario, strategies, out, shaping, args.engine, sim))
     except ClipflError as exc:
         print(f"benchmarks.harness: error: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from clipfl import (
     straggler_fleet,
 )
 from clipfl.shaping import parse_rate
-from clipfl.sim import CostModel, choose_stragglers
+from clipfl.sim import CostModel, FitBackend, choose_stragglers
 
 __all__ = ["SIM_SHAPING", "run_config_of", "scenario_fleet", "simulate_run"]
 
@@ -101,11 +101,24 @@ def scenario_fleet(
 
 
 def simulate_run(
-    scenario: Scenario, strategy: str, seed: int, run_dir: Path, costs: CostModel | None = None
+    scenario: Scenario,
+    strategy: str,
+    seed: int,
+    run_dir: Path,
+    costs: CostModel | None = None,
+    *,
+    backend: str | FitBackend = "local",
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Simulate one run of the benchmark into ``run_dir``; return its summary."""
+    """Simulate one run of the benchmark into ``run_dir``; return its summary. ``backend`` and
+    ``device``: where the fits train (``clipfl.simulate``); they change the wall time, not the results."""
     costs = costs or load_cost_model()
     config = run_config_of(scenario, strategy, seed)
     return simulate(
-        config, scenario_fleet(scenario, strategy, config, costs), run_dir=run_dir, cost_model=costs
+        config,
+        scenario_fleet(scenario, strategy, config, costs),
+        run_dir=run_dir,
+        cost_model=costs,
+        backend=backend,
+        device=device,
     )

@@ -24,7 +24,26 @@ from clipfl.params import ParamSpec, load_state, state_of
 from clipfl.settings import TrainSettings
 from clipfl.training import FitResult, evaluate, fit
 
-__all__ = ["ClientData", "Evaluator", "LocalTrainer", "TrainOutput", "client_data", "federation_data"]
+__all__ = [
+    "ClientData",
+    "Evaluator",
+    "LocalTrainer",
+    "TrainOutput",
+    "check_device",
+    "client_data",
+    "federation_data",
+]
+
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    """``device`` when torch can train there, else a ``ConfigError`` saying what to use instead."""
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda: torch sees no CUDA device on this machine; use device cpu")
+    return device
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,11 +101,14 @@ class TrainOutput:
 class LocalTrainer:
     """A client's model and data; trains the global model, or a sub-model of it, and returns the delta."""
 
-    def __init__(self, data: ClientData, model_name: str) -> None:
+    def __init__(self, data: ClientData, model_name: str, device: str = "cpu") -> None:
         self.data = data
         self.model_name = model_name
+        self.device = check_device(device)
+        """Where fits train ("cpu" or "cuda"); the model, weights and deltas stay on the CPU between fits."""
         self.model: nn.Module = build_model(model_name, data.dataset)
         self.spec = ParamSpec.of(self.model)
+        self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def warm_up(self) -> None:
         """One throwaway step on a copy of the model, so torch's one-time set-up is not timed as a fit."""
@@ -105,14 +127,33 @@ class LocalTrainer:
         coverage_size: int,
     ) -> TrainOutput:
         """Train the full model at ``weights``, or ``sub`` (built from them); the delta is full size."""
-        x, y = self.data.x, self.data.y
+        x, y = self._device_inputs()
         if sub is not None:
-            result = fit(sub.module, x, y, settings, seed=seed)
+            result = self._fit_on_device(sub.module, x, y, settings, seed)
             return TrainOutput(result, sub.inflate().delta, sub.layout.unit_mask(sub.kept))
         load_state(self.model, weights)
-        result = fit(self.model, x, y, settings, seed=seed)
+        result = self._fit_on_device(self.model, x, y, settings, seed)
         delta = self.spec.flatten(state_of(self.model)) - self.spec.flatten(weights)
         return TrainOutput(result, delta, np.ones(coverage_size, dtype=bool))
+
+    def _device_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training samples on the training device, copied there once."""
+        if self.device == "cpu":
+            return self.data.x, self.data.y
+        if self._inputs is None:
+            self._inputs = (self.data.x.to(self.device), self.data.y.to(self.device))
+        return self._inputs
+
+    def _fit_on_device(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, seed: int
+    ) -> FitResult:
+        if self.device == "cpu":
+            return fit(model, x, y, settings, seed=seed)
+        model.to(self.device)
+        try:
+            return fit(model, x, y, settings, seed=seed)
+        finally:
+            model.to("cpu")
 
 
 class Evaluator:

@@ -21,6 +21,7 @@ from transports.errors import TransportConfigError, TransportError
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 def _cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(

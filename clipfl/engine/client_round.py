@@ -178,7 +178,7 @@ class ClientEngine:
         self.settings = settings
         self._token = msg.token
         if settings.model != self.trainer.model_name:
-            self.trainer = LocalTrainer(self.trainer.data, settings.model)
+            self.trainer = LocalTrainer(self.trainer.data, settings.model, self.trainer.device)
             self.needs_warm_up = True
             self._pruner = None
         if not settings.prunes:

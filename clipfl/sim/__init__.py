@@ -11,13 +11,16 @@ from __future__ import annotations
 from clipfl.lazy import lazy_exports
 
 __all__ = [
+    "BACKENDS",
     "BandwidthClass",
     "CostModel",
     "DeviceProfile",
+    "FitBackend",
     "SimulationError",
     "choose_stragglers",
     "drawn_fleet",
     "federation_config",
+    "fit_backend",
     "load_cost_model",
     "protocol_shares",
     "simulate",
@@ -25,13 +28,16 @@ __all__ = [
 ]
 
 _HOMES = {
+    "BACKENDS": "clipfl.sim.backends",
     "BandwidthClass": "clipfl.sim.devices",
     "CostModel": "clipfl.sim.costs",
     "DeviceProfile": "clipfl.sim.devices",
+    "FitBackend": "clipfl.sim.backends",
     "SimulationError": "clipfl.sim.federation",
     "choose_stragglers": "clipfl.sim.devices",
     "drawn_fleet": "clipfl.sim.devices",
     "federation_config": "clipfl.sim.run",
+    "fit_backend": "clipfl.sim.backends",
     "load_cost_model": "clipfl.sim.costs",
     "protocol_shares": "clipfl.sim.run",
     "simulate": "clipfl.sim.run",

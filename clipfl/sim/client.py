@@ -18,6 +18,7 @@ import numpy as np
 from clipfl.engine.client_round import ClientEngine, FitJob
 from clipfl.secagg import KeysBroadcast, MaskedInputRequest, PrivateDelivery, RoundSetup
 from clipfl.settings import TrainSettings
+from clipfl.sim.backends import FitBackend, PendingFit, _Done
 from clipfl.sim.costs import CostModel
 from clipfl.sim.devices import DeviceProfile
 from clipfl.trainer import TrainOutput
@@ -29,10 +30,10 @@ __all__ = ["FitRun", "SimClient"]
 
 @dataclass(frozen=True, slots=True)
 class FitRun:
-    """A fit that ran for real: when it ends in virtual time, and its output."""
+    """A fit started on the backend: when it ends in virtual time, and its update, once trained."""
 
     job: FitJob
-    out: TrainOutput
+    pending: PendingFit
     ends_at: float
     seconds: float
 
@@ -57,9 +58,11 @@ class SimClient:
         *,
         forward_macs: int,
         train: TrainSettings,
+        backend: FitBackend,
         really_train: bool = True,
     ) -> None:
         self.engine = engine
+        self.backend = backend
         self.train = train
         self.really_train = really_train
         """False: protocol-only (no training; every update is zero, its cost still charged)."""
@@ -91,28 +94,31 @@ class SimClient:
         )
         return macs / self.device.macs_per_second
 
-    def run_fit(self, job: FitJob, now: float) -> FitRun:
-        """Train ``job`` for real now; it ends after the trainer's earlier fits and its MACs' time."""
+    def start_fit(self, job: FitJob, now: float) -> FitRun:
+        """Start training ``job`` on the backend; it ends, in virtual time, after the device's earlier
+        fits and its MACs' time, whenever the real training finishes."""
         seconds = self.fit_seconds(job.flop_ratio, job.train)
-        if self.really_train:
-            out = self.engine.trainer.train(job.weights, job.sub, job.train, job.seed, job.coverage_size)
-        else:
-            out = self._untrained(job)
+        pending = self.backend.submit(self.engine.trainer, job) if self.really_train else self._untrained(job)
         ends_at = max(now, self.trainer_free_at) + seconds
         self.trainer_free_at = ends_at
-        # The device's CPU seconds replace this machine's in the record: results never hold a clock.
-        out = dataclasses.replace(out, result=dataclasses.replace(out.result, cpu_seconds=seconds))
-        return FitRun(job, out, ends_at, ends_at - now)
+        return FitRun(job, pending, ends_at, ends_at - now)
 
-    def _untrained(self, job: FitJob) -> TrainOutput:
+    def fit_output(self, run: FitRun) -> TrainOutput:
+        """The trained update of ``run``, its device's CPU seconds in place of this machine's (results
+        never hold a real clock)."""
+        out = run.pending.result()
+        device_seconds = self.fit_seconds(run.job.flop_ratio, run.job.train)
+        return dataclasses.replace(out, result=dataclasses.replace(out.result, cpu_seconds=device_seconds))
+
+    def _untrained(self, job: FitJob) -> PendingFit:
         """A protocol-only fit: the sub-model the engine built, not trained; a zero update."""
         samples = self.engine.trainer.data.num_samples
         result = FitResult(loss=0.0, samples=samples, cpu_seconds=0.0)
         if job.sub is not None:
             inflated = job.sub.inflate()
-            return TrainOutput(result, inflated.delta, inflated.coverage > 0)
+            return _Done(TrainOutput(result, inflated.delta, inflated.coverage > 0))
         delta = np.zeros(self.engine.trainer.spec.size, dtype=np.float32)
-        return TrainOutput(result, delta, np.ones(job.coverage_size, dtype=bool))
+        return _Done(TrainOutput(result, delta, np.ones(job.coverage_size, dtype=bool)))
 
     def fit_record(self) -> dict[str, Any]:
         """The fields the live client adds to its round record (no emulation, hence no overrun)."""

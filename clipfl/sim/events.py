@@ -49,12 +49,10 @@ class ClientReady:
 
 @dataclass(frozen=True, slots=True)
 class FitFinished:
-    """A client's local fit ended (its real training already ran; this is when it ends in virtual time)."""
+    """A client's local fit ends in virtual time (its real training may still be running on the backend)."""
 
     client_id: int
-    job: Any  # clipfl.engine.client_round.FitJob
-    out: Any  # clipfl.trainer.TrainOutput
-    seconds: float
+    fit: Any  # clipfl.sim.client.FitRun: the job, its pending update, its virtual seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from clipfl.models import build_model
 from clipfl.params import ParamSpec, state_of
 from clipfl.rundir import RunDir
 from clipfl.secagg import Roster, RosterEntry, RoundSetup
+from clipfl.sim.backends import FitBackend, LocalBackend
 from clipfl.sim.client import SimClient
 from clipfl.sim.costs import CostModel
 from clipfl.sim.devices import DeviceProfile
@@ -81,6 +82,8 @@ class Federation:
         strategy: Strategy | None = None,
         eval_threads: int | None = None,
         train: bool = True,
+        backend: FitBackend | None = None,
+        device: str = "cpu",
     ) -> None:
         if sorted(devices) != list(range(config.clients)):
             raise ConfigError(
@@ -104,14 +107,18 @@ class Federation:
         self._evaluate = Evaluator.for_run(config, model, dataset)
         macs = forward_macs(model, dataset.input_shape)
         self.roster, identities = _identities(config)
+        self.backend = backend or LocalBackend()
         self._eval_seconds = costs.eval_seconds(config.model_name, macs, len(self._evaluate.y))
         self.clients = {
             i: SimClient(
-                ClientEngine(i, config, LocalTrainer(shares[i], config.model_name), identities.get(i)),
+                ClientEngine(
+                    i, config, LocalTrainer(shares[i], config.model_name, device), identities.get(i)
+                ),
                 devices[i],
                 costs,
                 forward_macs=macs,
                 train=config.train_settings(),
+                backend=self.backend,
                 really_train=train,
             )
             for i in range(config.clients)
@@ -330,13 +337,14 @@ class Federation:
         client.engine.receive(msg, now, nbytes)
         job = client.engine.take_fit()
         if job is not None:
-            fit = client.run_fit(job, now)
-            self.queue.push(fit.ends_at, FitFinished(client.client_id, fit.job, fit.out, fit.seconds))
+            fit = client.start_fit(job, now)
+            self.queue.push(fit.ends_at, FitFinished(client.client_id, fit))
         self._client_flush(client, client.protocol_seconds(msg))
 
     def _fit_finished(self, client: SimClient, event: FitFinished) -> None:
-        client.engine.fit_finished(event.job, event.out, event.seconds, client.fit_record())
-        self._client_flush(client, client.input_seconds(event.job.round))
+        fit = event.fit
+        client.engine.fit_finished(fit.job, client.fit_output(fit), fit.seconds, client.fit_record())
+        self._client_flush(client, client.input_seconds(fit.job.round))
 
     def _client_flush(self, client: SimClient, seconds: float) -> None:
         """Send what the engine queued, after ``seconds`` of cryptography (in order, one lane)."""

@@ -29,10 +29,11 @@ from clipfl.config import RunConfig, run_config
 from clipfl.data import load_dataset
 from clipfl.errors import ConfigError
 from clipfl.rundir import RunDir
+from clipfl.sim.backends import FitBackend, fit_backend
 from clipfl.sim.costs import CostModel, load_cost_model
 from clipfl.sim.devices import DeviceProfile
 from clipfl.sim.federation import Federation
-from clipfl.trainer import ClientData, federation_data
+from clipfl.trainer import ClientData, check_device, federation_data
 
 __all__ = ["federation_config", "protocol_shares", "simulate"]
 
@@ -46,6 +47,8 @@ def simulate(
     server_bps: float | None = None,
     shares: Mapping[int, ClientData] | None = None,
     train: bool = True,
+    backend: str | FitBackend = "local",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run ``config`` on ``devices`` (one profile per client id) in virtual time; return the summary.
 
@@ -55,6 +58,9 @@ def simulate(
     ``train=False`` is a protocol-only run: no training (every update is zero, its time still charged
     from its MACs), each client holding only a sample count (``protocol_shares``), for federations of
     thousands of clients; secure aggregation still runs for real.
+    ``backend``: where fits train, ``"local"`` (this process) or ``"ray"`` (Ray tasks, every core),
+    or a ``FitBackend`` the caller holds (and closes); both give the same results. ``device``: where
+    torch trains, ``"cpu"`` or ``"cuda"``.
     Torch trains on one thread, as each live client does, so the numbers are the live clients' too;
     the server's test uses torch's default threads, as the live server does.
     """
@@ -64,6 +70,8 @@ def simulate(
         rd = RunDir(run_dir)
         if rd.metrics_path.exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; give a new one")
+    check_device(device)
+    fits = fit_backend(backend) if isinstance(backend, str) else backend
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -76,12 +84,16 @@ def simulate(
             run_dir=rd,
             eval_threads=threads,
             train=train,
+            backend=fits,
+            device=device,
         )
         if rd is not None:
             rd.write_json("config.json", {**dataclasses.asdict(config), "model": config.model_name})
         summary = federation.run()
     finally:
         torch.set_num_threads(threads)
+        if fits is not backend:
+            fits.close()
     summary = {**summary, "engine": "sim", "cost_model": costs.source, "trained": train}
     if rd is not None:
         rd.write_json("summary.json", summary)
