@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=100, help="samples each client claims (default 100)")
     parser.add_argument("--slowdown", type=float, default=1.0, help="every device's slowdown (default 1)")
     parser.add_argument("--server-rate", type=float, help="the server's link in bit/s (default: not capped)")
+    parser.add_argument(
+        "--secagg-cost",
+        choices=("real", "model"),
+        default="real",
+        help="real (default): run the cryptography; model: only charge it (same results, for 10,000 clients)",
+    )
     parser.add_argument("--out", help="a run directory to write (default: none)")
     args = parser.parse_args(argv)
     try:
@@ -63,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_bps=args.server_rate,
             shares=protocol_shares(config, args.samples),
             train=False,
+            secagg_cost=args.secagg_cost,
         )
         wall = time.monotonic() - started
     except ClipflError as exc:
@@ -72,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clients": args.clients,
         "rounds": args.rounds,
         "secagg": args.secagg,
+        "secagg_cost": args.secagg_cost,
         "model": config.model_name,
         "samples_per_client": args.samples,
         "simulated_mean_round_seconds": summary["mean_round_seconds"],

@@ -109,9 +109,11 @@ def simulate_run(
     *,
     backend: str | FitBackend = "local",
     device: str = "cpu",
+    secagg_cost: str = "real",
 ) -> dict[str, Any]:
     """Simulate one run of the benchmark into ``run_dir``; return its summary. ``backend`` and
-    ``device``: where the fits train (``clipfl.simulate``); they change the wall time, not the results."""
+    ``device`` (where the fits train) and ``secagg_cost`` (whether the cryptography runs or is only
+    charged): see ``clipfl.simulate``; they change the wall time, not the results."""
     costs = costs or load_cost_model()
     config = run_config_of(scenario, strategy, seed)
     return simulate(
@@ -121,4 +123,5 @@ def simulate_run(
         cost_model=costs,
         backend=backend,
         device=device,
+        secagg_cost=secagg_cost,
     )

@@ -36,7 +36,7 @@ from clipfl.messages import (
     TimingRelay,
     Welcome,
 )
-from clipfl.secagg import KeysBroadcast, MaskedInput, RoundSetup, SecAggConfig
+from clipfl.secagg import REAL, KeysBroadcast, MaskedInput, Primitives, RoundSetup, SecAggConfig
 from clipfl.settings import CodecParams, RunSettings, TrainSettings
 from clipfl.trainer import LocalTrainer, TrainOutput
 from clipfl.wire import Message
@@ -87,8 +87,15 @@ class ClientEngine:
     """One client's side of the federation, driven by messages and the current time."""
 
     def __init__(
-        self, client_id: int, run: RunConfig, trainer: LocalTrainer, identity: Identity | None = None
+        self,
+        client_id: int,
+        run: RunConfig,
+        trainer: LocalTrainer,
+        identity: Identity | None = None,
+        primitives: Primitives = REAL,
     ) -> None:
+        """``primitives``: secure aggregation's cryptography (``MODELLED`` only in a simulation sized by
+        cost, ``--secagg-cost model``)."""
         self.client_id = client_id
         self.trainer = trainer
         self._run = run
@@ -100,6 +107,7 @@ class ClientEngine:
                 "--secagg-trust-server to trust the server not to substitute keys"
             )
         self._identity = identity
+        self._primitives = primitives
         self._setup: RoundSetup | None = None
         self._fit_instructions: tuple[int, bytes] | None = None
         self.settings: RunSettings | None = None
@@ -306,7 +314,9 @@ class ClientEngine:
         if setup is None or fit is None or setup.round != fit[0] or self._secagg is None:
             return
         self._setup = None
-        self._secure = SecureUpload(self.client_id, setup.round, self._secagg, self._identity, fit[1])
+        self._secure = SecureUpload(
+            self.client_id, setup.round, self._secagg, self._identity, fit[1], self._primitives
+        )
         self._secure.receive(setup)
 
     def _receipt(self, msg: Receipt, now: float) -> None:

@@ -17,10 +17,12 @@ from clipfl.engine.collect import Collector
 from clipfl.engine.update import UpdateSum
 from clipfl.messages import Receipt
 from clipfl.secagg import (
+    REAL,
     AdvertiseKeys,
     ConsistencySignature,
     FixedPoint,
     MaskedInput,
+    Primitives,
     RelayPrivate,
     Roster,
     SecAggConfig,
@@ -60,6 +62,7 @@ class SecureCollector(Collector):
         unmask_timeout: float,
         roster: Roster | None = None,
         instructions: bytes = b"",
+        primitives: Primitives = REAL,
     ) -> None:
         super().__init__(round, clients, clock)
         self._layout = layout
@@ -72,6 +75,7 @@ class SecureCollector(Collector):
             config=config,
             roster=roster,
             instructions=instructions,
+            primitives=primitives,
         )
         self._stage_started = clock()
         self._stage = self._sa.stage

@@ -17,7 +17,7 @@ import numpy as np
 
 from clipfl.engine.secure_collect import codec_of
 from clipfl.errors import RemoteProtocolError
-from clipfl.secagg import PrivatePayload, Roster, SecAggClient, SecAggConfig, UpdateLayout
+from clipfl.secagg import REAL, Primitives, PrivatePayload, Roster, SecAggClient, SecAggConfig, UpdateLayout
 from clipfl.settings import CodecParams
 
 __all__ = ["Identity", "SecureUpload"]
@@ -42,6 +42,7 @@ class SecureUpload:
         config: SecAggConfig,
         identity: Identity | None,
         instructions: bytes,
+        primitives: Primitives = REAL,
     ) -> None:
         self.client = SecAggClient(
             client_id=client_id,
@@ -51,6 +52,7 @@ class SecureUpload:
             signing_key=identity.signing_key if identity is not None else None,
             trust_server=identity is None,
             instructions=instructions,
+            primitives=primitives,
         )
         self.round = round
 

@@ -28,7 +28,7 @@ from clipfl.engine.strategy import FitPlan, Strategy
 from clipfl.engine.update import ClientInfo, UpdateSum
 from clipfl.messages import FitIns, RoundStart, TimingRelay
 from clipfl.params import ParamSpec
-from clipfl.secagg import Roster, UpdateLayout
+from clipfl.secagg import REAL, Primitives, Roster, UpdateLayout
 from clipfl.settings import CodecParams, RunSettings
 from clipfl.wire import Message
 
@@ -84,6 +84,7 @@ class ServerRound:
         global_weights: np.ndarray,
         clock: Callable[[], float],
         roster: Roster | None = None,
+        primitives: Primitives = REAL,
     ) -> None:
         self.round = round
         self._strategy = strategy
@@ -124,6 +125,7 @@ class ServerRound:
                 unmask_timeout=config.unmask_timeout,
                 roster=roster,
                 instructions=instructions,
+                primitives=primitives,
             )
 
     # ------------------------------------------------------------------------------- the verbs

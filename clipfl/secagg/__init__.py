@@ -30,6 +30,7 @@ from clipfl.secagg.messages import (
 )
 from clipfl.secagg.params import CORRUPTED_FRACTION, DROPOUT_FRACTION, ActiveParameters, active_parameters
 from clipfl.secagg.prg import MaskStream, expand
+from clipfl.secagg.primitives import MODELLED, REAL, Primitives
 from clipfl.secagg.roster import Roster, RosterEntry
 from clipfl.secagg.server import SecAggServer, ServerStatistics
 from clipfl.secagg.stages import Stage
@@ -37,7 +38,9 @@ from clipfl.secagg.stages import Stage
 __all__ = [
     "CORRUPTED_FRACTION",
     "DROPOUT_FRACTION",
+    "MODELLED",
     "MODES",
+    "REAL",
     "Abort",
     "ActiveParameters",
     "AdvertiseKeys",
@@ -52,6 +55,7 @@ __all__ = [
     "MaskedInputRequest",
     "Message",
     "Mode",
+    "Primitives",
     "PrivateDelivery",
     "PrivatePayload",
     "RelayPrivate",

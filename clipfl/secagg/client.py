@@ -26,8 +26,6 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import nacl.exceptions
-import nacl.public
 import nacl.signing
 import numpy as np
 
@@ -54,7 +52,7 @@ from clipfl.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from clipfl.secagg.prg import MaskStream
+from clipfl.secagg.primitives import REAL, Channel, Primitives
 from clipfl.secagg.roster import Roster
 from clipfl.secagg.stages import Role, Stage, next_stage
 
@@ -98,12 +96,14 @@ class SecAggClient:
         signing_key: nacl.signing.SigningKey | None = None,
         trust_server: bool = False,
         instructions: bytes = b"",
+        primitives: Primitives = REAL,
     ) -> None:
         """``roster`` (verified by the caller against the operator key) and this client's identity
         ``signing_key`` turn identities on; without a roster, ``trust_server=True`` must say that the
         server is trusted not to substitute keys. ``instructions``: opaque bytes describing what this
         client trains under this round (model version, keep-ratio rule, deadline), bound into every
-        signature so that clients given different instructions cannot complete a round together."""
+        signature so that clients given different instructions cannot complete a round together.
+        ``primitives``: the cryptography (``REAL``; ``MODELLED`` only in a simulation sized by cost)."""
         if roster is None and not trust_server:
             raise ConfigError(
                 "secure aggregation without a roster trusts the server with every key: "
@@ -122,6 +122,7 @@ class SecAggClient:
         self.round = round
         self.config = config
         self._random_bytes = random_bytes
+        self._crypto = primitives
         self._identities = roster.identity_keys() if roster is not None else None
         self._signing_key = signing_key if roster is not None else None
         self._instructions = K.instructions_digest(instructions)
@@ -141,7 +142,7 @@ class SecAggClient:
         self._neighbors: frozenset[int] = frozenset()
         self._keys: K.RoundKeys | None = None
         self._keys_digest = b""
-        self._boxes: dict[int, nacl.public.Box] = {}
+        self._boxes: dict[int, Channel] = {}
         self._seeds: dict[int, bytes] = {}
         self._b = b""
         self._own_shares = (0, 0)
@@ -305,7 +306,7 @@ class SecAggClient:
             seq = self._seq_out.get(peer, 0) + 1
             self._seq_out[peer] = seq
             plain = K.PrivatePlaintext(self.round, self.client_id, peer, seq, bytes(payload))
-            ciphertexts[peer] = K.seal(self._boxes[peer], plain.pack(), self._random_bytes)
+            ciphertexts[peer] = self._boxes[peer].seal(plain.pack(), self._random_bytes)
         if ciphertexts:
             self._private_sent += len(ciphertexts)
             self._outgoing.append(RelayPrivate(round=self.round, ciphertexts=ciphertexts))
@@ -347,7 +348,7 @@ class SecAggClient:
         self._neighbor_count = resolved.neighbors
         self._length = msg.vector_length
         self._x = {cid: i + 1 for i, cid in enumerate(sorted(msg.clients))}
-        self._keys = K.RoundKeys.generate(self._random_bytes)
+        self._keys = self._crypto.generate_keys(self._random_bytes)
         signature = None
         if self._signing_key is not None:
             statement = K.keys_statement(
@@ -357,7 +358,7 @@ class SecAggClient:
                 s_public=self._keys.s_public,
                 instructions=self._instructions,
             )
-            signature = K.sign_keys(self._signing_key, statement)
+            signature = self._crypto.sign(self._signing_key, statement)
         self._outgoing.append(
             AdvertiseKeys(
                 round=self.round,
@@ -402,7 +403,7 @@ class SecAggClient:
                 s_public=msg.s_publics[v],
                 instructions=self._instructions,
             )
-            if signature is None or not K.verify_signature(self._identities[v], statement, signature):
+            if signature is None or not self._crypto.verify(self._identities[v], statement, signature):
                 raise RemoteProtocolError(
                     f"keys of client {v} are not signed by its roster identity under this client's "
                     "instructions: the server substituted them, or instructions differ"
@@ -417,15 +418,15 @@ class SecAggClient:
         self._neighbors = round_neighbors(
             sorted(everyone), self._neighbor_count, self._keys_digest, self.client_id
         )
-        s_private = bytes(self._keys.s_private)
+        s_private = self._keys.s_private
         for v in sorted(self._neighbors):
             # Only keys this client uses need the low-order check; libsodium refuses them in both calls.
             try:
-                box = nacl.public.Box(self._keys.c_private, nacl.public.PublicKey(msg.c_publics[v]))
-                self._seeds[v] = K.mask_seed(
+                box = self._crypto.channel(self._keys, msg.c_publics[v])
+                self._seeds[v] = self._crypto.mask_seed(
                     s_private, msg.s_publics[v], round_=self.round, u=self.client_id, v=v
                 )
-            except (ValueError, nacl.exceptions.CryptoError) as exc:
+            except ValueError as exc:
                 raise RemoteProtocolError(f"keys of client {v} are low-order points: {exc}") from exc
             self._boxes[v] = box
         peers = sorted(self._boxes)
@@ -435,8 +436,9 @@ class SecAggClient:
             )
         self._b = self._random_bytes(shamir.SECRET_BYTES)
         xs = [self._x[v] for v in peers] + [self._x[self.client_id]]
-        b_shares = shamir.split(self._b, threshold=self._threshold, xs=xs, random_bytes=self._random_bytes)
-        s_shares = shamir.split(s_private, threshold=self._threshold, xs=xs, random_bytes=self._random_bytes)
+        t, draw = self._threshold, self._random_bytes
+        b_shares = self._crypto.split(self._b, threshold=t, xs=xs, random_bytes=draw)
+        s_shares = self._crypto.split(s_private, threshold=t, xs=xs, random_bytes=draw)
         me = self._x[self.client_id]
         self._own_shares = (b_shares[me], s_shares[me])
         ciphertexts, commitments = {}, {}
@@ -445,7 +447,7 @@ class SecAggClient:
             commitments[v] = self._share_commitments(self.client_id, v, b_share, s_share)
             if v != self.client_id:
                 plain = K.SharePlaintext(self.round, self.client_id, v, b_share, s_share)
-                ciphertexts[v] = K.seal(self._boxes[v], plain.pack(), self._random_bytes)
+                ciphertexts[v] = self._boxes[v].seal(plain.pack(), self._random_bytes)
         self._outgoing.append(
             ShareKeys(
                 round=self.round,
@@ -475,7 +477,7 @@ class SecAggClient:
             )
         for v in sorted(senders):
             try:
-                plain = K.open_sealed(self._boxes[v], msg.ciphertexts[v])
+                plain = self._boxes[v].open(msg.ciphertexts[v])
                 share = K.SharePlaintext.unpack(plain, round_=self.round, sender=v, receiver=self.client_id)
                 if (
                     self._share_commitments(v, self.client_id, share.b_share, share.s_share)
@@ -497,7 +499,7 @@ class SecAggClient:
     def _send_masked_input(self) -> None:
         assert self._input is not None
         y = np.empty(self._length, dtype=np.uint32)
-        stream = MaskStream(self._length)
+        stream = self._crypto.mask_stream(self._length)
         stream.add_into(y, self._input, K.self_mask_seed(self._b, round_=self.round, u=self.client_id))
         for v in sorted(self._mask_peers):
             if v < self.client_id:
@@ -534,14 +536,16 @@ class SecAggClient:
         self._statement = K.consistency_statement(
             round_=self.round, survivors=survivors, keys=self._keys_digest, instructions=self._instructions
         )
-        signature = K.sign_keys(self._signing_key, self._statement) if self._signing_key is not None else None
+        signature = None
+        if self._signing_key is not None:
+            signature = self._crypto.sign(self._signing_key, self._statement)
         self._outgoing.append(ConsistencySignature(round=self.round, signature=signature))
 
     def _on_unmask_request(self, msg: UnmaskRequest) -> None:
         if self._identities is not None:
             valid = 0
             for v in sorted(msg.signatures.keys() & self._survivors):
-                if K.verify_signature(self._identities[v], self._statement, msg.signatures[v]):
+                if self._crypto.verify(self._identities[v], self._statement, msg.signatures[v]):
                     valid += 1
                     if valid >= self._consistency:
                         break
@@ -572,7 +576,7 @@ class SecAggClient:
             return
         try:
             plain = K.PrivatePlaintext.unpack(
-                K.open_sealed(box, msg.ciphertext),
+                box.open(msg.ciphertext),
                 round_=self.round,
                 sender=msg.sender,
                 receiver=self.client_id,

@@ -42,9 +42,7 @@ __all__ = [
     "keys_digest",
     "keys_statement",
     "mask_seed",
-    "open_sealed",
     "public_key_of",
-    "seal",
     "self_mask_seed",
     "share_commitment",
     "sign_keys",
@@ -68,25 +66,17 @@ PRIVATE_OVERHEAD = _HEADER.size + _SEQ.size + BOX_OVERHEAD
 
 @dataclass(frozen=True, slots=True)
 class RoundKeys:
-    """A client's two X25519 key pairs for one round."""
+    """A client's two X25519 key pairs for one round, as 32-byte strings."""
 
-    c_private: nacl.public.PrivateKey
-    s_private: nacl.public.PrivateKey
+    c_private: bytes
+    s_private: bytes
+    c_public: bytes
+    s_public: bytes
 
     @classmethod
     def generate(cls, random_bytes: RandomBytes) -> RoundKeys:
-        return cls(
-            nacl.public.PrivateKey(random_bytes(KEY_BYTES)),
-            nacl.public.PrivateKey(random_bytes(KEY_BYTES)),
-        )
-
-    @property
-    def c_public(self) -> bytes:
-        return bytes(self.c_private.public_key)
-
-    @property
-    def s_public(self) -> bytes:
-        return bytes(self.s_private.public_key)
+        c_private, s_private = random_bytes(KEY_BYTES), random_bytes(KEY_BYTES)
+        return cls(c_private, s_private, public_key_of(c_private), public_key_of(s_private))
 
 
 def check_public_key(public: bytes) -> None:
@@ -181,19 +171,6 @@ def share_commitment(*, round_: int, dealer: int, holder: int, kind: bytes, shar
     """
     data = _ids(round_, dealer, holder) + kind + share.to_bytes(SHARE_BYTES, "big")
     return hashlib.blake2b(data, digest_size=32, person=b"clipfl.share.v1").digest()
-
-
-def seal(box: nacl.public.Box, plaintext: bytes, random_bytes: RandomBytes) -> bytes:
-    """``nonce || ciphertext`` with a fresh 24-byte nonce drawn from the injected randomness."""
-    return bytes(box.encrypt(plaintext, random_bytes(NONCE_BYTES)))
-
-
-def open_sealed(box: nacl.public.Box, sealed: bytes) -> bytes:
-    """The plaintext of ``seal``; ``ValueError`` when it does not authenticate."""
-    try:
-        return box.decrypt(sealed)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
-        raise ValueError("ciphertext does not open") from exc
 
 
 def _check_header(data: bytes, kind: int, round_: int, sender: int, receiver: int) -> None:

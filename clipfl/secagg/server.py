@@ -58,7 +58,7 @@ from clipfl.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from clipfl.secagg.prg import MaskStream
+from clipfl.secagg.primitives import REAL, Primitives
 from clipfl.secagg.roster import Roster
 from clipfl.secagg.stages import COMPLETIONS, Role, Stage, next_stage
 
@@ -96,11 +96,13 @@ class SecAggServer:
         config: SecAggConfig,
         roster: Roster | None = None,
         instructions: bytes = b"",
+        primitives: Primitives = REAL,
     ) -> None:
         """``roster``: the operator-signed roster (verified by the caller); with it, advertised keys and
         consistency signatures are checked here too, so a client with a bad signature is failed at
         once instead of making every honest client refuse the round. ``instructions``: the bytes this
-        server gave every client to train under (the same for all), which the signatures cover."""
+        server gave every client to train under (the same for all), which the signatures cover.
+        ``primitives``: the cryptography (``REAL``; ``MODELLED`` only in a simulation sized by cost)."""
         ids = list(clients)
         if len(set(ids)) != len(ids) or not all(type(c) is int and c >= 0 for c in ids):
             raise LocalProtocolError("client ids must be distinct non-negative ints")
@@ -112,6 +114,7 @@ class SecAggServer:
         self.clients = tuple(sorted(ids))
         self.vector_length = vector_length
         self._identities = roster.identity_keys() if roster is not None else None
+        self._crypto = primitives
         self._instructions = K.instructions_digest(instructions)
         self._keys_digest = b""
         self._x = {cid: i + 1 for i, cid in enumerate(self.clients)}
@@ -350,8 +353,8 @@ class SecAggServer:
 
     def _on_advertise(self, u: int, msg: AdvertiseKeys) -> None:
         try:
-            K.check_public_key(msg.c_public)
-            K.check_public_key(msg.s_public)
+            self._crypto.check_public_key(msg.c_public)
+            self._crypto.check_public_key(msg.s_public)
         except ValueError as exc:
             raise RemoteProtocolError(str(exc)) from exc
         if self._identities is not None:
@@ -365,7 +368,7 @@ class SecAggServer:
             verify_key = self._identities.get(u)
             if msg.signature is None:
                 raise RemoteProtocolError("identities are required but the keys are not signed")
-            if verify_key is None or not K.verify_signature(verify_key, statement, msg.signature):
+            if verify_key is None or not self._crypto.verify(verify_key, statement, msg.signature):
                 raise RemoteProtocolError("bad signature on advertised keys (wrong identity or instructions)")
         self._advertised[u] = msg
 
@@ -517,7 +520,8 @@ class SecAggServer:
                 keys=self._keys_digest,
                 instructions=self._instructions,
             )
-            if msg.signature is None or not K.verify_signature(self._identities[u], statement, msg.signature):
+            identity = self._identities[u]
+            if msg.signature is None or not self._crypto.verify(identity, statement, msg.signature):
                 raise RemoteProtocolError("bad consistency signature on the survivor set")
         if msg.signature is not None:
             self._signatures[u] = msg.signature
@@ -599,12 +603,12 @@ class SecAggServer:
         total = np.zeros(self.vector_length, dtype=np.uint32)
         for u in sorted(self._survivors):
             np.add(total, self._masked[u], out=total)
-        stream = MaskStream(self.vector_length)
+        stream = self._crypto.mask_stream(self.vector_length)
         for u, b in b_secrets.items():
             stream.subtract(total, K.self_mask_seed(b, round_=round_, u=u))
         for v, s in s_secrets.items():
             for u in sorted(self._masked_with[v]):
-                seed = K.mask_seed(s, self._advertised[u].s_public, round_=round_, u=u, v=v)
+                seed = self._crypto.mask_seed(s, self._advertised[u].s_public, round_=round_, u=u, v=v)
                 # u added PRG(s_uv) when v < u and subtracted it when v > u: undo that.
                 if v < u:
                     stream.subtract(total, seed)
@@ -626,7 +630,7 @@ class SecAggServer:
         if len(shares) < t:
             return None
         try:
-            secret = shamir.combine(shares, t)
+            secret = self._crypto.combine(shares, t)
         except ValueError:
             secret = None
         if kind == b"b":
@@ -635,7 +639,8 @@ class SecAggServer:
                 and K.commitment(secret, round_=self.round, u=dealer) == (self._commitments[dealer])
             )
         else:
-            valid = secret is not None and K.public_key_of(secret) == self._advertised[dealer].s_public
+            advertised = self._advertised[dealer].s_public
+            valid = secret is not None and self._crypto.public_key_of(secret) == advertised
         if secret is None or not valid:
             logger.warning(
                 "round %d: client %d dealt shares that do not rebuild its secret", self.round, dealer

@@ -12,6 +12,7 @@ from clipfl.lazy import lazy_exports
 
 __all__ = [
     "BACKENDS",
+    "SECAGG_COSTS",
     "BandwidthClass",
     "CostModel",
     "DeviceProfile",
@@ -33,6 +34,7 @@ _HOMES = {
     "CostModel": "clipfl.sim.costs",
     "DeviceProfile": "clipfl.sim.devices",
     "FitBackend": "clipfl.sim.backends",
+    "SECAGG_COSTS": "clipfl.sim.federation",
     "SimulationError": "clipfl.sim.federation",
     "choose_stragglers": "clipfl.sim.devices",
     "drawn_fleet": "clipfl.sim.devices",

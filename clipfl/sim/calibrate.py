@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import nacl.public
 import numpy as np
 import torch
 
@@ -33,7 +32,7 @@ from clipfl.config import DEFAULT_MODELS
 from clipfl.data import load_dataset, to_tensors
 from clipfl.errors import ClipflError
 from clipfl.models import build_model
-from clipfl.secagg import FixedPoint, shamir
+from clipfl.secagg import REAL, FixedPoint, shamir
 from clipfl.secagg import keys as K
 from clipfl.secagg.prg import MaskStream
 from clipfl.settings import TrainSettings
@@ -110,10 +109,10 @@ def calibrate(models: Sequence[str], *, data_dir: str | None = None, samples: in
         )
 
     a, b = K.RoundKeys.generate(secrets.token_bytes), K.RoundKeys.generate(secrets.token_bytes)
-    box = nacl.public.Box(a.c_private, b.c_private.public_key)
+    channel = REAL.channel(a, b.c_public)
     plain = bytes(K.SHARE_PLAINTEXT_BYTES)
-    sealed = K.seal(box, plain, secrets.token_bytes)
-    s_private = bytes(a.s_private)
+    sealed = channel.seal(plain, secrets.token_bytes)
+    s_private = a.s_private
     n, t = 64, 33
     xs = list(range(1, n + 1))
     shares = shamir.split(
@@ -139,8 +138,8 @@ def calibrate(models: Sequence[str], *, data_dir: str | None = None, samples: in
         step_overhead_macs=overhead,
         keygen_s=_per_call(lambda: K.RoundKeys.generate(secrets.token_bytes), repeat=200) / 2,
         agree_s=_per_call(lambda: K.mask_seed(s_private, b.s_public, round_=1, u=0, v=1), repeat=200),
-        seal_s=_per_call(lambda: K.seal(box, plain, secrets.token_bytes), repeat=500),
-        open_s=_per_call(lambda: K.open_sealed(box, sealed), repeat=500),
+        seal_s=_per_call(lambda: channel.seal(plain, secrets.token_bytes), repeat=500),
+        open_s=_per_call(lambda: channel.open(sealed), repeat=500),
         split_s_per_term=_per_call(
             lambda: shamir.split(s_private, threshold=t, xs=xs, random_bytes=secrets.token_bytes), repeat=50
         )

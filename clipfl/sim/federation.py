@@ -35,7 +35,7 @@ from clipfl.messages import TOKEN_BYTES, TimingRelay, Welcome
 from clipfl.models import build_model
 from clipfl.params import ParamSpec, state_of
 from clipfl.rundir import RunDir
-from clipfl.secagg import Roster, RosterEntry, RoundSetup
+from clipfl.secagg import MODELLED, REAL, Primitives, Roster, RosterEntry, RoundSetup
 from clipfl.sim.backends import FitBackend, LocalBackend
 from clipfl.sim.client import SimClient
 from clipfl.sim.costs import CostModel
@@ -63,6 +63,23 @@ _MAX_EVENTS_PER_ROUND = 10_000_000
 """A guard against a bug that would schedule events forever; no real round comes near it."""
 
 
+SECAGG_COSTS: dict[str, Primitives] = {"real": REAL, "model": MODELLED}
+"""How a simulation runs secure aggregation's cryptography: ``real`` (the default) runs it all;
+``model`` keeps every message and decision but replaces each operation by a hash-sized stand-in
+(``clipfl.secagg.primitives``). Either way its time is charged from the cost model, so the results are
+the same; ``model`` only makes 10,000-client federations affordable."""
+
+
+def secagg_primitives(secagg_cost: str) -> Primitives:
+    """The cryptography of ``--secagg-cost``; ``ConfigError`` for an unknown name."""
+    try:
+        return SECAGG_COSTS[secagg_cost]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"secagg_cost must be one of {', '.join(SECAGG_COSTS)}, got {secagg_cost!r}"
+        ) from None
+
+
 class SimulationError(ConfigError):
     """The simulated federation cannot go on as configured (a round no client can finish)."""
 
@@ -84,6 +101,7 @@ class Federation:
         train: bool = True,
         backend: FitBackend | None = None,
         device: str = "cpu",
+        secagg_cost: str = "real",
     ) -> None:
         if sorted(devices) != list(range(config.clients)):
             raise ConfigError(
@@ -91,6 +109,7 @@ class Federation:
                 f"got ids {sorted(devices)[:5]}{'...' if len(devices) > 5 else ''}"
             )
         self.config = config
+        self._primitives = secagg_primitives(secagg_cost)
         self._eval_threads = eval_threads
         self.settings = config.run_settings()
         self.costs = costs
@@ -112,7 +131,11 @@ class Federation:
         self.clients = {
             i: SimClient(
                 ClientEngine(
-                    i, config, LocalTrainer(shares[i], config.model_name, device), identities.get(i)
+                    i,
+                    config,
+                    LocalTrainer(shares[i], config.model_name, device),
+                    identities.get(i),
+                    self._primitives,
                 ),
                 devices[i],
                 costs,
@@ -176,6 +199,7 @@ class Federation:
             global_weights=self.weights,
             clock=self.clock.now,
             roster=self.roster,
+            primitives=self._primitives,
         )
         self._round, self._deadlines, self._finished_round = rnd, set(), None
         self._server_send(rnd.opening(lambda _: True))

@@ -32,7 +32,7 @@ from clipfl.rundir import RunDir
 from clipfl.sim.backends import FitBackend, fit_backend
 from clipfl.sim.costs import CostModel, load_cost_model
 from clipfl.sim.devices import DeviceProfile
-from clipfl.sim.federation import Federation
+from clipfl.sim.federation import Federation, secagg_primitives
 from clipfl.trainer import ClientData, check_device, federation_data
 
 __all__ = ["federation_config", "protocol_shares", "simulate"]
@@ -49,6 +49,7 @@ def simulate(
     train: bool = True,
     backend: str | FitBackend = "local",
     device: str = "cpu",
+    secagg_cost: str = "real",
 ) -> dict[str, Any]:
     """Run ``config`` on ``devices`` (one profile per client id) in virtual time; return the summary.
 
@@ -60,7 +61,8 @@ def simulate(
     thousands of clients; secure aggregation still runs for real.
     ``backend``: where fits train, ``"local"`` (this process) or ``"ray"`` (Ray tasks, every core),
     or a ``FitBackend`` the caller holds (and closes); both give the same results. ``device``: where
-    torch trains, ``"cpu"`` or ``"cuda"``.
+    torch trains, ``"cpu"`` or ``"cuda"``. ``secagg_cost``: ``"real"`` runs secure aggregation's
+    cryptography, ``"model"`` only charges it (``SECAGG_COSTS``): the same results, for 10,000 clients.
     Torch trains on one thread, as each live client does, so the numbers are the live clients' too;
     the server's test uses torch's default threads, as the live server does.
     """
@@ -71,6 +73,7 @@ def simulate(
         if rd.metrics_path.exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; give a new one")
     check_device(device)
+    secagg_primitives(secagg_cost)
     fits = fit_backend(backend) if isinstance(backend, str) else backend
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -86,6 +89,7 @@ def simulate(
             train=train,
             backend=fits,
             device=device,
+            secagg_cost=secagg_cost,
         )
         if rd is not None:
             rd.write_json("config.json", {**dataclasses.asdict(config), "model": config.model_name})
@@ -102,6 +106,7 @@ def simulate(
             {
                 "devices": {str(i): dataclasses.asdict(d) for i, d in sorted(devices.items())},
                 "server_bps": server_bps,
+                "secagg_cost": secagg_cost,
                 "cost_model": costs.to_json(),
                 "events": federation.queue.scheduled,
             },
