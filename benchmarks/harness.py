@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -385,12 +386,16 @@ async def run_benchmark(
     say: Say = print,
     engine: str = "live",
     sim: SimOptions = SimOptions(),
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every planned run in turn; write ``results.json``, plots and ``report.md``.
 
     Interrupted (cancelled) benchmarks still write their report of the finished runs, then re-raise.
+    ``resume``: keep every run whose directory already holds a ``summary.json`` (a finished run of an
+    earlier invocation into the same ``out_dir``) and start any other one afresh.
     """
     plans = plan_runs(scenario, strategies, out_dir, shaping)
+    earlier = _earlier_wall_seconds(out_dir) if resume else {}
     say(
         f"benchmark {scenario.name}{' (quick)' if scenario.quick else ''}: {len(plans)} runs "
         f"({scenario.seeds} seed(s) x {', '.join(strategies)}), engine {engine}, "
@@ -402,6 +407,13 @@ async def run_benchmark(
     backend = fit_backend(sim.backend, address=sim.ray_address) if engine == "sim" else None
     try:
         for plan in plans:
+            if resume and (plan.run_dir / "summary.json").exists():
+                wall = earlier.get((plan.seed, plan.strategy), 0.0)
+                outcomes.append(RunOutcome(plan=plan, status="ok", wall_seconds=wall, message="resumed"))
+                say(f"[{plan.index}/{len(plans)}] seed {plan.seed} {plan.strategy}: kept from an earlier run")
+                continue
+            if resume and plan.run_dir.exists():
+                shutil.rmtree(plan.run_dir)  # an unfinished run of an earlier invocation
             say(f"[{plan.index}/{len(plans)}] seed {plan.seed} {plan.strategy}: starting")
             if engine == "sim":
                 outcome = await run_simulated(plan, scenario, sim, backend)
@@ -441,6 +453,15 @@ async def run_benchmark(
             (out_dir / "timing.json").write_text(json.dumps({**where, "runs": timing}, indent=2) + "\n")
         say(f"report: {report}")
     return results
+
+
+def _earlier_wall_seconds(out_dir: Path) -> dict[tuple[int, str], float]:
+    """The wall times an earlier invocation recorded in ``timing.json`` (simulations only)."""
+    try:
+        timing = json.loads((out_dir / "timing.json").read_text(encoding="utf-8"))
+        return {(int(r["seed"]), str(r["strategy"])): float(r["wall_seconds"]) for r in timing["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -501,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="output directory (default: runs/bench-<scenario>-<time>)")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished runs already in --out (those with a summary.json) and run the others",
+    )
+    parser.add_argument(
         "--shaping",
         choices=("auto", "tc", "app"),
         default="auto",
@@ -534,6 +560,7 @@ async def _main_async(
     shaping: str,
     engine: str = "live",
     sim: SimOptions = SimOptions(),
+    resume: bool = False,
 ) -> dict[str, Any]:
     task = asyncio.current_task()
     assert task is not None
@@ -552,6 +579,7 @@ async def _main_async(
             say=lambda s: print(s, flush=True),
             engine=engine,
             sim=sim,
+            resume=resume,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -587,10 +615,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             load_cost_model(args.cost_model)  # a bad cost model or device is one line, before any run
             check_device(args.device)
+        if args.resume and not args.out:
+            raise ConfigError("--resume needs --out: the directory of the benchmark to finish")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out or Path("runs") / f"bench-{scenario.name}-{args.engine}-{stamp}")
         out.mkdir(parents=True, exist_ok=True)
-        results = asyncio.run(_main_async(scenario, strategies, out, shaping, args.engine, sim))
+        results = asyncio.run(_main_async(scenario, strategies, out, shaping, args.engine, sim, args.resume))
     except ClipflError as exc:
         print(f"benchmarks.harness: error: {exc}", file=sys.stderr)
         return 2

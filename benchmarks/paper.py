@@ -1,0 +1,549 @@
+"""The paper's table (issue 12): each workload at its preset's size, on the paper's fleet and on a drawn
+one, every strategy side by side over several seeds, in virtual time; one report.
+
+    python -m benchmarks.paper                                    # 3 workloads x 2 fleets x 8 x 3 seeds
+    python -m benchmarks.paper --workloads femnist --seeds 1 --backend ray
+    python -m benchmarks.paper --report-only                      # the report from the runs made so far
+
+Every run is a ``benchmarks.harness --engine sim`` run of ``paper-<workload>``, made into
+``--runs/<workload>-<fleet>/`` (the harness's layout and per-pair report); a run that finished in an
+earlier invocation is kept, so the command can be stopped and started again. The report goes to
+``--out`` (default ``benchmarks/results/paper``): ``results.json``, ``report.md`` and PNG plots.
+
+**Fleets.** ``paper``: the scenario's own (4 of 20 clients straggle: 2 in compute at 3x, 2 behind capped
+links). ``drawn``: no client is picked: compute speeds are log-normal around the scenario's base speed
+(sigma ``DRAWN_SPEED_SIGMA``) and links fall into two classes, the base links for four clients in five
+and the scenario's straggler links for one in five, drawn per seed (``drawn_variant``). The ideal of
+both is every client at the base speed on base links.
+
+**Figures, per seed then medianed** (the spread is the range over seeds):
+
+* *target*: 95 % of the final test accuracy of the ideal run of the same seed and fleet, fixed before
+  any strategy's result is read, so every strategy that learns can reach it;
+* *time to target*: virtual seconds from the end of the warm-up round to the first round at or above
+  the target; *faster than none*: ``1 - T / T_none``;
+* *final accuracy* and its *delta* from ``none`` in points; *round time / ideal*: mean round time over
+  the ideal's;
+* *stragglers' keep ratio*: the mean keep ratio of the stragglers' sub-models over the timed rounds;
+  the stragglers are the scenario's named ones on the paper fleet, and on a drawn fleet the slowest
+  fifth of the clients by their mean client time (download + fit + upload) in the ``none`` run.
+
+**The goal** (issue 12) is checked and printed, never arranged: ``clip`` at least 40 % faster to the
+target than ``none`` at no more than 1 point of accuracy lost, its mean round time within 1.10x the
+ideal's, and its final accuracy at least that of ``random`` and of ``ordered``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+from benchmarks.report import BASELINE, IDEAL, RunRecord, load_run, run_figures
+from benchmarks.scenario import BandwidthSpec, Scenario, load_scenario
+from clipfl.errors import ClipflError, ConfigError
+
+__all__ = ["DRAWN_SPEED_SIGMA", "FLEETS", "WORKLOADS", "drawn_variant", "main", "paper_table"]
+
+WORKLOADS = ("femnist", "shakespeare", "cifar10")
+FLEETS = ("paper", "drawn")
+STRATEGIES = ("none", "deadline", "random", "ordered", "clip-compute", "clip", "fluid", IDEAL)
+DRAWN_SPEED_SIGMA = 0.5
+"""The drawn fleet's spread of compute speeds: the standard deviation of their natural logarithm."""
+TARGET_FRACTION = 0.95
+STRAGGLER_FRACTION = 0.2
+GOAL_FASTER, GOAL_POINTS_LOST, GOAL_VS_IDEAL = 0.40, 1.0, 1.10
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def drawn_variant(scenario: Scenario) -> Scenario:
+    """The scenario's federation on a fleet drawn from distributions instead of named stragglers."""
+    d, s = scenario.devices, scenario.stragglers
+    base = BandwidthSpec(upload_rate=d.upload_rate, download_rate=d.download_rate, weight=4.0)
+    slow = BandwidthSpec(
+        upload_rate=s.upload_rate or d.upload_rate,
+        download_rate=s.download_rate or d.download_rate,
+        weight=1.0,
+    )
+    sim = dataclasses.replace(
+        scenario.sim, fleet="drawn", speed_sigma=DRAWN_SPEED_SIGMA, bandwidth=(base, slow)
+    )
+    return dataclasses.replace(
+        scenario,
+        name=f"{scenario.name}-drawn",
+        description=f"{scenario.description} Here on a drawn fleet: log-normal compute speeds "
+        f"(sigma {DRAWN_SPEED_SIGMA}), one client in five behind the straggler links.",
+        sim=sim,
+    )
+
+
+def pair_scenario(
+    workload: str, fleet: str, seeds: int, max_client_samples: int | None = None, rounds: int | None = None
+) -> Scenario:
+    """``paper-<workload>`` on ``fleet``, with ``seeds`` seeds; ``max_client_samples`` shrinks the data,
+    ``rounds`` the run (smoke tests only: a shortened run says nothing about time to target)."""
+    scenario = load_scenario(f"paper-{workload}").with_seeds(seeds)
+    if rounds is not None:
+        scenario = scenario.with_rounds(rounds)
+    if max_client_samples is not None:
+        federation = dict(scenario.federation)
+        federation["max_client_samples"] = max_client_samples
+        scenario = dataclasses.replace(scenario, federation=tuple(federation.items()))
+    return drawn_variant(scenario) if fleet == "drawn" else scenario
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+
+def _stragglers(scenario: Scenario, records: Mapping[tuple[str, int], RunRecord], seed: int) -> list[int]:
+    if scenario.sim.fleet != "drawn" and scenario.stragglers.all_ids is not None:
+        return list(scenario.stragglers.all_ids)
+    base = records.get((BASELINE, seed))
+    if base is None:
+        return []
+    timed = {
+        cid: statistics.fmean(
+            float(r["download_seconds"]) + float(r["fit_seconds"]) + float(r["upload_seconds"])
+            for r in rows
+            if int(r["round"]) > scenario.warmup_rounds
+        )
+        for cid, rows in base.clients.items()
+        if any(int(r["round"]) > scenario.warmup_rounds for r in rows)
+    }
+    count = max(1, math.ceil(STRAGGLER_FRACTION * len(timed)))
+    return sorted(sorted(timed, key=lambda c: (-timed[c], c))[:count])
+
+
+def _keep_ratio(record: RunRecord, ids: Sequence[int], warmup: int) -> float | None:
+    ratios = [
+        float(r["keep_ratio"])
+        for cid in ids
+        for r in record.clients.get(cid, ())
+        if int(r["round"]) > warmup and r.get("keep_ratio") is not None
+    ]
+    return statistics.fmean(ratios) if ratios else None
+
+
+def _round_keep_ratio(record: RunRecord, ids: Sequence[int], round_: int) -> float:
+    ratios = [
+        float(r["keep_ratio"])
+        for cid in ids
+        for r in record.clients.get(cid, ())
+        if int(r["round"]) == round_
+    ]
+    return statistics.fmean(ratios) if ratios else math.nan
+
+
+def _spread(values: Sequence[float | None]) -> dict[str, Any]:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    if not present:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(present), "min": min(present), "max": max(present), "n": len(present)}
+
+
+def paper_table(scenario: Scenario, records: Sequence[RunRecord]) -> dict[str, Any]:
+    """Per strategy, the figures of the module docstring over the seeds of ``records``."""
+    by = {(r.strategy, r.seed): r for r in records}
+    seeds = sorted({r.seed for r in records})
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    targets: dict[int, float] = {}
+    for seed in seeds:
+        ideal = by.get((IDEAL, seed))
+        if ideal is None or not ideal.rounds:
+            continue  # no target without the ideal of this seed
+        targets[seed] = TARGET_FRACTION * float(ideal.rounds[-1]["test_accuracy"])
+        ids = _stragglers(scenario, by, seed)
+        for (strategy, s), record in by.items():
+            if s != seed:
+                continue
+            fig = run_figures(record, target=targets[seed], warmup_rounds=scenario.warmup_rounds)
+            per_seed.setdefault(strategy, {})[seed] = {
+                "time_to_target": fig.time_to_target_seconds,
+                "final_accuracy": fig.final_accuracy,
+                "mean_round_seconds": fig.mean_round_seconds,
+                "straggler_keep_ratio": None
+                if strategy == IDEAL
+                else _keep_ratio(record, ids, scenario.warmup_rounds),
+                "stragglers": ids,
+            }
+    table: dict[str, Any] = {}
+    order = [s for s in STRATEGIES if s in per_seed] + sorted(set(per_seed) - set(STRATEGIES))
+    for strategy in order:
+        rows = per_seed[strategy]
+        faster, delta, vs_ideal = [], [], []
+        for seed, row in rows.items():
+            base, best = per_seed.get(BASELINE, {}).get(seed), per_seed.get(IDEAL, {}).get(seed)
+            if base is not None and row["time_to_target"] is not None and base["time_to_target"]:
+                faster.append(1 - row["time_to_target"] / base["time_to_target"])
+            if base is not None and row["final_accuracy"] is not None and base["final_accuracy"] is not None:
+                delta.append(100 * (row["final_accuracy"] - base["final_accuracy"]))
+            if best is not None and row["mean_round_seconds"] and best["mean_round_seconds"]:
+                vs_ideal.append(row["mean_round_seconds"] / best["mean_round_seconds"])
+        table[strategy] = {
+            "seeds": sorted(rows),
+            "target_reached": sum(r["time_to_target"] is not None for r in rows.values()),
+            "time_to_target_seconds": _spread([r["time_to_target"] for r in rows.values()]),
+            "faster_than_none": _spread(faster),
+            "final_accuracy": _spread([r["final_accuracy"] for r in rows.values()]),
+            "accuracy_delta_points": _spread(delta),
+            "round_time_vs_ideal": _spread(vs_ideal),
+            "straggler_keep_ratio": _spread([r["straggler_keep_ratio"] for r in rows.values()]),
+            "per_seed": {str(seed): row for seed, row in sorted(rows.items())},
+        }
+    return {"targets": {str(s): t for s, t in sorted(targets.items())}, "strategies": table}
+
+
+def goal_check(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 12's goal for ``clip`` on one workload and fleet: each part, met or not, with its figure."""
+    rows = table["strategies"]
+    clip = rows.get("clip")
+    if clip is None or BASELINE not in rows or IDEAL not in rows:
+        return {"complete": False}
+    med = lambda row, key: row[key]["median"]  # noqa: E731 - a local shorthand
+    parts = {
+        "faster_than_none >= 0.40": med(clip, "faster_than_none"),
+        "points_lost <= 1": med(clip, "accuracy_delta_points"),
+        "round_time_vs_ideal <= 1.10": med(clip, "round_time_vs_ideal"),
+    }
+    met = {
+        "faster_than_none >= 0.40": parts["faster_than_none >= 0.40"] is not None
+        and parts["faster_than_none >= 0.40"] >= GOAL_FASTER,
+        "points_lost <= 1": parts["points_lost <= 1"] is not None
+        and parts["points_lost <= 1"] >= -GOAL_POINTS_LOST,
+        "round_time_vs_ideal <= 1.10": parts["round_time_vs_ideal <= 1.10"] is not None
+        and parts["round_time_vs_ideal <= 1.10"] <= GOAL_VS_IDEAL,
+    }
+    for other in ("random", "ordered"):
+        if other in rows:
+            key = f"final_accuracy >= {other}"
+            mine, theirs = med(clip, "final_accuracy"), med(rows[other], "final_accuracy")
+            parts[key] = None if mine is None or theirs is None else mine - theirs
+            met[key] = mine is not None and theirs is not None and mine >= theirs
+    return {"complete": True, "figures": parts, "met": met, "all_met": all(met.values())}
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def _fmt(spread: Mapping[str, Any], spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    if spread["median"] is None:
+        return "-"
+    m = format(scale * spread["median"], spec) + suffix
+    if spread["n"] > 1:
+        m += f" [{format(scale * spread['min'], spec)}, {format(scale * spread['max'], spec)}]"
+    return m
+
+
+def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
+    lines = [
+        "# The paper's table, in virtual time",
+        "",
+        f"Command: `{results['command']}`. Seeds: {results['seeds']}. Engine: sim (virtual time, real "
+        "training, real secure aggregation unless noted). Medians over seeds, [min, max] in brackets. "
+        "The target is 95 % of the ideal run's final accuracy (same seed, same fleet); 'faster' is "
+        "1 - time to target / none's. Stragglers: the scenario's named ones (paper fleet), the slowest "
+        "fifth in the none run (drawn fleet). See `benchmarks/paper.py` for every definition.",
+        "",
+    ]
+    for pair in results["pairs"]:
+        lines += [
+            f"## {pair['workload']}, {pair['fleet']} fleet",
+            "",
+            f"{pair['description']}",
+            "",
+            f"{pair['clients']} clients, {pair['rounds']} rounds, secure aggregation `{pair['secagg']}`"
+            + (
+                f", at most {pair['max_client_samples']} samples per client"
+                if pair["max_client_samples"]
+                else ""
+            )
+            + f". Runs: {pair['runs_ok']} of {pair['runs_planned']} planned"
+            + (f" (missing: {', '.join(pair['missing'])})" if pair["missing"] else "")
+            + ". Targets: "
+            + ", ".join(f"seed {s}: {t:.4f}" for s, t in pair["table"]["targets"].items())
+            + ".",
+            "",
+            "| strategy | time to target (s) | faster than none | final accuracy | delta (points) "
+            "| round time / ideal | stragglers' keep ratio | reached |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, row in pair["table"]["strategies"].items():
+            lines.append(
+                f"| {name} | {_fmt(row['time_to_target_seconds'], '.0f')} "
+                f"| {_fmt(row['faster_than_none'], '.1f', 100, ' %')} "
+                f"| {_fmt(row['final_accuracy'], '.4f')} | {_fmt(row['accuracy_delta_points'], '+.2f')} "
+                f"| {_fmt(row['round_time_vs_ideal'], '.2f')} | {_fmt(row['straggler_keep_ratio'], '.2f')} "
+                f"| {row['target_reached']}/{len(row['seeds'])} |"
+            )
+        goal = pair["goal"]
+        if goal.get("complete"):
+            lines += [
+                "",
+                "CLIP's goal (issue 12): "
+                + "; ".join(
+                    f"{k}: {'met' if goal['met'][k] else 'NOT met'} ({_goal_figure(k, v)})"
+                    for k, v in goal["figures"].items()
+                )
+                + ".",
+            ]
+        lines.append("")
+    lines += [f"![{p}]({p})" for p in plots]
+    lines += [
+        "",
+        f"Wall time of the runs made by this invocation and before: {results['wall_seconds']:.0f} s "
+        f"on {results['cpu_count']} CPUs (backend {results['backend']}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _goal_figure(key: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if key.startswith("faster"):
+        return f"{100 * value:.1f} %"
+    if key.startswith("final_accuracy"):
+        return f"{100 * value:+.2f} points"
+    if key.startswith("points"):
+        return f"{value:+.2f} points"
+    return f"{value:.2f}x"
+
+
+def write_plots(
+    pairs: Sequence[tuple[str, str, Scenario, list[RunRecord], Mapping[str, Any]]], out: Path
+) -> list[str]:
+    """Accuracy against virtual time, round time per round and stragglers' keep ratio, one panel per
+    workload and fleet (seed 0's runs; the other seeds are in the per-pair reports of ``--runs``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not pairs:
+        return []
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(STRATEGIES)}
+    names: list[str] = []
+
+    def panels(
+        title: str, file: str, draw: Callable[[Any, str, Scenario, RunRecord, Mapping[str, Any]], None]
+    ) -> None:
+        fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
+        for ax, (workload, fleet, scenario, records, table) in zip(axes[0], pairs, strict=True):
+            seed = min(r.seed for r in records)
+            for record in sorted(
+                (r for r in records if r.seed == seed),
+                key=lambda r: STRATEGIES.index(r.strategy) if r.strategy in STRATEGIES else 99,
+            ):
+                draw(ax, record.strategy, scenario, record, table)
+            ax.set_title(f"{workload}, {fleet} fleet (seed {seed})", fontsize="medium")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize="x-small")
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(out / file, dpi=90)
+        plt.close(fig)
+        names.append(file)
+
+    def accuracy(ax: Any, name: str, scenario: Scenario, record: RunRecord, table: Mapping[str, Any]) -> None:
+        ax.plot(
+            [float(r["elapsed_seconds"]) for r in record.rounds],
+            [float(r["test_accuracy"]) for r in record.rounds],
+            color=colors.get(name),
+            label=name,
+            lw=1.2,
+        )
+        target = table["targets"].get(str(record.seed))
+        if target is not None and name == IDEAL:
+            ax.axhline(target, color="grey", ls="--", lw=1)
+        ax.set(xlabel="virtual time (s)", ylabel="test accuracy")
+
+    def round_time(
+        ax: Any, name: str, scenario: Scenario, record: RunRecord, table: Mapping[str, Any]
+    ) -> None:
+        ax.plot(
+            [int(r["round"]) for r in record.rounds],
+            [float(r["round_seconds"]) for r in record.rounds],
+            color=colors.get(name),
+            label=name,
+            lw=1.2,
+        )
+        ax.set(xlabel="round", ylabel="round time (s)")
+
+    def keep(ax: Any, name: str, scenario: Scenario, record: RunRecord, table: Mapping[str, Any]) -> None:
+        if name == IDEAL:
+            return
+        row = table["strategies"].get(name, {}).get("per_seed", {}).get(str(record.seed))
+        ids = row["stragglers"] if row else []
+        xs = [int(r["round"]) for r in record.rounds]
+        ys = [_round_keep_ratio(record, ids, x) for x in xs]
+        ax.plot(xs, ys, color=colors.get(name), label=name, lw=1.2)
+        ax.set(xlabel="round", ylabel="stragglers' mean keep ratio", ylim=(0, 1.05))
+
+    panels("Accuracy against virtual time", "accuracy_vs_time.png", accuracy)
+    panels("Round time per round", "round_time.png", round_time)
+    panels("Keep ratio of the stragglers' sub-models", "straggler_keep_ratio.png", keep)
+    return names
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def _split(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise ConfigError(f"--{what}: unknown {unknown or text!r}; known: {', '.join(allowed)}")
+    return list(dict.fromkeys(names))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.paper", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"from {','.join(WORKLOADS)} (default: all)"
+    )
+    parser.add_argument("--fleets", default=",".join(FLEETS), help="paper, drawn (default: both)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="default: all eight")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
+    parser.add_argument(
+        "--max-client-samples",
+        type=int,
+        help="shrink every client's data to at most this many samples (say so in the table; default: none)",
+    )
+    parser.add_argument("--rounds", type=int, help="override the rounds (smoke tests only)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="where fits train")
+    parser.add_argument("--ray-address", help="--backend ray: a running Ray cluster")
+    parser.add_argument("--secagg-cost", choices=("real", "model"), default="real")
+    parser.add_argument("--runs", default="runs/paper", help="where the runs go (default runs/paper)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "paper"), help="the report")
+    parser.add_argument("--report-only", action="store_true", help="run nothing: report the runs made so far")
+    return parser
+
+
+def _load_pair(
+    runs: Path, scenario: Scenario, strategies: Sequence[str]
+) -> tuple[list[RunRecord], list[str]]:
+    records, missing = [], []
+    for seed in range(scenario.seeds):
+        for strategy in strategies:
+            run_dir = runs / "runs" / f"seed-{seed}" / strategy
+            if (run_dir / "summary.json").exists():
+                records.append(load_run(run_dir, strategy=strategy, seed=seed))
+            else:
+                missing.append(f"{strategy}/seed {seed}")
+    return records, missing
+
+
+def _wall_seconds(runs: Path) -> float:
+    try:
+        timing = json.loads((runs / "timing.json").read_text(encoding="utf-8"))
+        return float(sum(r["wall_seconds"] for r in timing["runs"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "python -m benchmarks.paper " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        workloads = _split(args.workloads, WORKLOADS, "workloads")
+        fleets = _split(args.fleets, FLEETS, "fleets")
+        strategies = _split(args.strategies, STRATEGIES, "strategies")
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+        if args.max_client_samples is not None and args.max_client_samples < 1:
+            raise ConfigError(f"--max-client-samples must be >= 1, got {args.max_client_samples}")
+        sim = harness.SimOptions(
+            backend=args.backend, ray_address=args.ray_address, secagg_cost=args.secagg_cost
+        )
+        plan = [
+            (
+                w,
+                f,
+                pair_scenario(w, f, args.seeds, args.max_client_samples, args.rounds),
+                Path(args.runs) / f"{w}-{f}",
+            )
+            for w in workloads
+            for f in fleets
+        ]
+        started = time.monotonic()
+        if not args.report_only:
+            for _, _, scenario, runs in plan:
+                runs.mkdir(parents=True, exist_ok=True)
+                asyncio.run(
+                    harness.run_benchmark(
+                        scenario,
+                        strategies,
+                        runs,
+                        shaping="virtual",
+                        say=lambda line: print(line, flush=True),
+                        engine="sim",
+                        sim=sim,
+                        resume=True,
+                    )
+                )
+    except ClipflError as exc:
+        print(f"benchmarks.paper: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "benchmarks.paper: interrupted; the finished runs are kept (run again to go on)", file=sys.stderr
+        )
+        return 130
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, drawn = [], []
+    for workload, fleet, scenario, runs in plan:
+        records, missing = _load_pair(runs, scenario, strategies)
+        table = paper_table(scenario, records)
+        pairs.append(
+            {
+                "workload": workload,
+                "fleet": fleet,
+                "scenario": scenario.name,
+                "description": scenario.description,
+                "clients": scenario.clients,
+                "rounds": scenario.rounds,
+                "secagg": scenario.secagg,
+                "max_client_samples": args.max_client_samples,
+                "rounds_override": args.rounds,
+                "runs_planned": scenario.seeds * len(strategies),
+                "runs_ok": len(records),
+                "missing": missing,
+                "wall_seconds": _wall_seconds(runs),
+                "table": table,
+                "goal": goal_check(table),
+            }
+        )
+        if records:
+            drawn.append((workload, fleet, scenario, records, table))
+    results = {
+        "command": command.strip(),
+        "seeds": list(range(args.seeds)),
+        "strategies": strategies,
+        "backend": args.backend,
+        "secagg_cost": args.secagg_cost,
+        "cpu_count": os.cpu_count(),
+        "wall_seconds": sum(p["wall_seconds"] for p in pairs),
+        "this_invocation_seconds": time.monotonic() - started,
+        "pairs": pairs,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    plots = write_plots(drawn, out)
+    report = out / "report.md"
+    report.write_text(render(results, plots), encoding="utf-8")
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
