@@ -21,9 +21,11 @@ Without a roster the client cannot tell its peers' keys from the server's: that 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import nacl.signing
@@ -138,7 +140,9 @@ class SecAggClient:
         self._consistency = 0
         self._neighbor_count = 0
         self._length = 0
+        self._members: Sequence[int] = ()
         self._x: dict[int, int] = {}
+        """x-coordinates of this client and its neighbours (``_x_of``)."""
         self._neighbors: frozenset[int] = frozenset()
         self._keys: K.RoundKeys | None = None
         self._keys_digest = b""
@@ -322,6 +326,10 @@ class SecAggClient:
         self._b = b""
         self._shares.clear()
 
+    def _x_of(self, client: int) -> int:
+        """The Shamir x-coordinate of a client of the round: its rank among the round's clients, plus 1."""
+        return bisect.bisect_left(self._members, client) + 1
+
     def _on_setup(self, msg: RoundSetup) -> None:
         if self.client_id not in msg.clients:
             raise RemoteProtocolError("this client is not among the round's clients")
@@ -347,7 +355,15 @@ class SecAggClient:
         self._consistency = resolved.consistency
         self._neighbor_count = resolved.neighbors
         self._length = msg.vector_length
-        self._x = {cid: i + 1 for i, cid in enumerate(sorted(msg.clients))}
+        # x-coordinates by rank in the sorted round, looked up for the neighbours only: a dict of all n
+        # per client would cost O(n^2) memory in a simulation of n clients (10^4: gigabytes)
+        members = msg.clients
+        if not all(a < b for a, b in itertools.pairwise(members)):
+            members = sorted(members)
+            if any(a == b for a, b in itertools.pairwise(members)):
+                raise RemoteProtocolError("the round lists a client twice")
+        self._members = members
+        self._x = {self.client_id: self._x_of(self.client_id)}
         self._keys = self._crypto.generate_keys(self._random_bytes)
         signature = None
         if self._signing_key is not None:
@@ -377,7 +393,7 @@ class SecAggClient:
         """
         assert self._keys is not None
         offered = set(msg.c_publics)
-        strangers = offered - self._x.keys()
+        strangers = offered - set(self._members)
         if strangers:
             raise RemoteProtocolError(
                 f"key broadcast names clients outside the round: {sorted(strangers)[:5]}"
@@ -435,6 +451,7 @@ class SecAggClient:
                 f"only {len(peers)} neighbours: shares could never reach t={self._threshold}"
             )
         self._b = self._random_bytes(shamir.SECRET_BYTES)
+        self._x.update((v, self._x_of(v)) for v in peers)
         xs = [self._x[v] for v in peers] + [self._x[self.client_id]]
         t, draw = self._threshold, self._random_bytes
         b_shares = self._crypto.split(self._b, threshold=t, xs=xs, random_bytes=draw)
@@ -514,7 +531,7 @@ class SecAggClient:
     def _on_consistency_check(self, msg: ConsistencyCheck) -> None:
         """Bonawitz et al.'s consistency check: sign the survivor set once; it fixes what we reveal."""
         survivors = frozenset(msg.survivors)
-        strangers = survivors - self._x.keys()
+        strangers = survivors - set(self._members)
         if strangers:
             raise RemoteProtocolError(
                 f"survivor set names clients outside the round: {sorted(strangers)[:5]}"

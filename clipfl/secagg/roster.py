@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import msgpack
 import nacl.exceptions
@@ -65,6 +66,8 @@ class Roster:
     entries: tuple[RosterEntry, ...]
     operator_key: bytes
     signature: bytes
+    _by_id: Mapping[int, RosterEntry] = field(init=False, repr=False, compare=False)
+    _identities: Mapping[int, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = [e.client_id for e in self.entries]
@@ -77,6 +80,10 @@ class Roster:
         if len(set(identities)) != len(identities):
             raise ConfigError("roster binds one identity key to two client ids")
         object.__setattr__(self, "entries", tuple(sorted(self.entries, key=lambda e: e.client_id)))
+        # read-only indexes, built once: every client of a round looks itself and its peers up
+        object.__setattr__(self, "_by_id", MappingProxyType({e.client_id: e for e in self.entries}))
+        by_identity = {e.client_id: e.identity_key for e in self.entries}
+        object.__setattr__(self, "_identities", MappingProxyType(by_identity))
 
     # -- building and checking ----------------------------------------------------------------------
 
@@ -119,14 +126,11 @@ class Roster:
         return frozenset(e.client_id for e in self.entries)
 
     def entry(self, client_id: int) -> RosterEntry | None:
-        for e in self.entries:
-            if e.client_id == client_id:
-                return e
-        return None
+        return self._by_id.get(client_id)
 
     def identity_keys(self) -> Mapping[int, bytes]:
         """Each client id's Ed25519 identity verify key."""
-        return {e.client_id: e.identity_key for e in self.entries}
+        return self._identities
 
     def client_for_curve_key(self, curve_key: bytes) -> int | None:
         """The one client id that may connect with ``curve_key`` (attack 7: one id per key), or ``None``."""

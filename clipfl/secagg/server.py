@@ -215,15 +215,15 @@ class SecAggServer:
         if self._stage is not Stage.SETUP:
             raise LocalProtocolError("the round has already started")
         self._stage = Stage.ADVERTISE_KEYS
+        setup = RoundSetup(  # one message object for all: n copies of the client list would be O(n^2)
+            round=self.round,
+            mode=self.params.mode,
+            clients=list(self.clients),
+            threshold=self.params.threshold,
+            neighbors=self.params.neighbors,
+            vector_length=self.vector_length,
+        )
         for cid in self.clients:
-            setup = RoundSetup(
-                round=self.round,
-                mode=self.params.mode,
-                clients=list(self.clients),
-                threshold=self.params.threshold,
-                neighbors=self.params.neighbors,
-                vector_length=self.vector_length,
-            )
             self._outgoing.append((cid, setup))
 
     def receive(self, client_id: int, message: ClientMessage) -> None:
