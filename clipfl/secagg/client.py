@@ -84,6 +84,16 @@ class ClientStatistics:
     ignored_messages: int
 
 
+def _sorted_ids(ids: Sequence[int], what: str) -> Sequence[int]:
+    """``ids`` in increasing order: the message's own list when it already is (shared, not copied)."""
+    if all(a < b for a, b in itertools.pairwise(ids)):
+        return ids
+    ordered = sorted(ids)
+    if any(a == b for a, b in itertools.pairwise(ordered)):
+        raise RemoteProtocolError(f"{what}: a client is listed twice")
+    return ordered
+
+
 class SecAggClient:
     """One client's part of one round of SecAgg / SecAgg+."""
 
@@ -153,7 +163,7 @@ class SecAggClient:
         self._shares: dict[int, tuple[int, int]] = {}
         self._mask_peers: frozenset[int] = frozenset()
         self._share_rejects: dict[int, str] = {}
-        self._survivors: frozenset[int] = frozenset()
+        self._survivors: Sequence[int] = ()
         self._statement = b""
         self._seq_out: dict[int, int] = {}
         self._seq_in: dict[int, int] = {}
@@ -326,6 +336,10 @@ class SecAggClient:
         self._b = b""
         self._shares.clear()
 
+    def _survived(self, client: int) -> bool:
+        i = bisect.bisect_left(self._survivors, client)
+        return i < len(self._survivors) and self._survivors[i] == client
+
     def _x_of(self, client: int) -> int:
         """The Shamir x-coordinate of a client of the round: its rank among the round's clients, plus 1."""
         return bisect.bisect_left(self._members, client) + 1
@@ -357,12 +371,7 @@ class SecAggClient:
         self._length = msg.vector_length
         # x-coordinates by rank in the sorted round, looked up for the neighbours only: a dict of all n
         # per client would cost O(n^2) memory in a simulation of n clients (10^4: gigabytes)
-        members = msg.clients
-        if not all(a < b for a, b in itertools.pairwise(members)):
-            members = sorted(members)
-            if any(a == b for a, b in itertools.pairwise(members)):
-                raise RemoteProtocolError("the round lists a client twice")
-        self._members = members
+        self._members = _sorted_ids(msg.clients, "the round's clients")
         self._x = {self.client_id: self._x_of(self.client_id)}
         self._keys = self._crypto.generate_keys(self._random_bytes)
         signature = None
@@ -530,15 +539,18 @@ class SecAggClient:
 
     def _on_consistency_check(self, msg: ConsistencyCheck) -> None:
         """Bonawitz et al.'s consistency check: sign the survivor set once; it fixes what we reveal."""
-        survivors = frozenset(msg.survivors)
-        strangers = survivors - set(self._members)
+        # kept as the message's sorted list (no copy per client: a set each is O(n^2) memory in a
+        # simulation of n clients), looked up by bisection
+        survivors = _sorted_ids(msg.survivors, "the survivor set")
+        strangers = set(survivors).difference(self._members)
         if strangers:
             raise RemoteProtocolError(
                 f"survivor set names clients outside the round: {sorted(strangers)[:5]}"
             )
-        if self.client_id not in survivors:
+        self._survivors = survivors
+        if not self._survived(self.client_id):
             raise RemoteProtocolError("this client is not in the survivor set: refusing to reveal anything")
-        hidden_among = survivors & (self._mask_peers | {self.client_id})
+        hidden_among = {v for v in self._mask_peers | {self.client_id} if self._survived(v)}
         if len(hidden_among) < self._threshold:
             raise RemoteProtocolError(
                 f"only {len(hidden_among)} survivors among my neighbours and me (t={self._threshold}): "
@@ -549,7 +561,6 @@ class SecAggClient:
                 f"survivor set of {len(survivors)} can never gather the {self._consistency} consistency "
                 "signatures this client requires"
             )
-        self._survivors = survivors
         self._statement = K.consistency_statement(
             round_=self.round, survivors=survivors, keys=self._keys_digest, instructions=self._instructions
         )
@@ -561,7 +572,7 @@ class SecAggClient:
     def _on_unmask_request(self, msg: UnmaskRequest) -> None:
         if self._identities is not None:
             valid = 0
-            for v in sorted(msg.signatures.keys() & self._survivors):
+            for v in sorted(v for v in msg.signatures if self._survived(v)):
                 if self._crypto.verify(self._identities[v], self._statement, msg.signatures[v]):
                     valid += 1
                     if valid >= self._consistency:
@@ -574,12 +585,12 @@ class SecAggClient:
                 )
         shares = dict(self._shares)
         shares[self.client_id] = self._own_shares
-        members = self._survivors & (self._mask_peers | {self.client_id})
+        members = {v for v in self._mask_peers | {self.client_id} if self._survived(v)}
         # Never both secrets of one client: b for members of the signed set, s for the others.
         b_shares = {v: shamir.share_to_bytes(shares[v][0]) for v in sorted(members) if v in shares}
         s_shares = {
             v: shamir.share_to_bytes(shares[v][1])
-            for v in sorted(self._mask_peers - self._survivors)
+            for v in sorted(v for v in self._mask_peers if not self._survived(v))
             if v in shares
         }
         self._outgoing.append(UnmaskShares(round=self.round, b_shares=b_shares, s_shares=s_shares))
