@@ -84,14 +84,10 @@ class ClientStatistics:
     ignored_messages: int
 
 
-def _sorted_ids(ids: Sequence[int], what: str) -> Sequence[int]:
-    """``ids`` in increasing order: the message's own list when it already is (shared, not copied)."""
-    if all(a < b for a, b in itertools.pairwise(ids)):
-        return ids
-    ordered = sorted(ids)
-    if any(a == b for a, b in itertools.pairwise(ordered)):
-        raise RemoteProtocolError(f"{what}: a client is listed twice")
-    return ordered
+def _sorted_ids(ids: Sequence[int]) -> Sequence[int]:
+    """Distinct ids (messages refuse repeats) in increasing order: the message's own list when it
+    already is, shared rather than copied."""
+    return ids if all(a < b for a, b in itertools.pairwise(ids)) else sorted(ids)
 
 
 class SecAggClient:
@@ -371,7 +367,7 @@ class SecAggClient:
         self._length = msg.vector_length
         # x-coordinates by rank in the sorted round, looked up for the neighbours only: a dict of all n
         # per client would cost O(n^2) memory in a simulation of n clients (10^4: gigabytes)
-        self._members = _sorted_ids(msg.clients, "the round's clients")
+        self._members = _sorted_ids(msg.clients)
         self._x = {self.client_id: self._x_of(self.client_id)}
         self._keys = self._crypto.generate_keys(self._random_bytes)
         signature = None
@@ -541,7 +537,7 @@ class SecAggClient:
         """Bonawitz et al.'s consistency check: sign the survivor set once; it fixes what we reveal."""
         # kept as the message's sorted list (no copy per client: a set each is O(n^2) memory in a
         # simulation of n clients), looked up by bisection
-        survivors = _sorted_ids(msg.survivors, "the survivor set")
+        survivors = _sorted_ids(msg.survivors)
         strangers = set(survivors).difference(self._members)
         if strangers:
             raise RemoteProtocolError(
