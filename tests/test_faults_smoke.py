@@ -88,7 +88,7 @@ def test_rejoined_is_the_first_full_round_after_a_short_one() -> None:
 def test_quick_plan_is_one_mode_three_runs_and_full_plan_covers_the_eight_attacks() -> None:
     modes, cases = plan(True, [], None)
     assert modes == ["secagg+"] and [c.name for c in cases] == ["strangers", "kills"]
-    assert len(cases[0].threads) == 6 and cases[1].action == "kills"
+    assert len(cases[0].threads) == 6 and cases[1].action == "kills" and cases[1].extra_rounds == 2
     modes, cases = plan(False, [], None)
     assert modes == ["off", "secagg+"] and len(cases) == 8
     assert [c.extra_rounds for c in cases if c.name == "kill-client"] == [10]

@@ -82,6 +82,12 @@ BUDGETS: dict[str, dict[str, int]] = {
 }
 
 
+_EXTRA_ROUNDS = {"kill-client": 10, "kills": 2}
+"""Rounds a crash case runs beyond the others: the restarted client must find rounds left to rejoin, and
+the server must still have rounds to go when its SIGKILL lands (one that had just finished its last
+round, on a loaded machine, could not be resumed)."""
+
+
 def plan(quick: bool, modes: list[str], attacks: list[str] | None) -> tuple[list[str], list[Case]]:
     """The modes and the cases of the campaign (the clean run is added per mode)."""
     if quick:
@@ -97,7 +103,7 @@ def plan(quick: bool, modes: list[str], attacks: list[str] | None) -> tuple[list
         elif name in THREAD_ATTACKS:
             cases.append(Case(name=name, threads=(name,)))
         elif name in ASYNC_ATTACKS:
-            cases.append(Case(name=name, action=name, extra_rounds=10 if name == "kill-client" else 0))
+            cases.append(Case(name=name, action=name, extra_rounds=_EXTRA_ROUNDS.get(name, 0)))
         else:
             raise SystemExit(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     return modes, cases

@@ -100,6 +100,7 @@ class Stranger:
 
     def __init__(self, ctx: AttackContext, tally: Tally, routing_id: bytes | None = None) -> None:
         self.tally = tally
+        self._stop = ctx.stop
         self.sock: zmq.Socket[Any] = ctx.zmq_context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDTIMEO, 2000)
@@ -110,15 +111,18 @@ class Stranger:
 
     def send(self, frames: list[bytes] | list[Any], *, copy: bool = True, wait: float = 0.0) -> bool:
         """Queue ``frames``; with ``wait``, block up to that long until ZeroMQ has written them out
-        (zero-copy sends are tracked), so that closing the socket cannot cut the message short."""
+        (zero-copy sends are tracked), so that closing the socket cannot cut the message short. The
+        wait ends early when the campaign stops the attacks (a loaded machine writes a GiB slowly)."""
         try:
             tracker = self.sock.send_multipart(frames, copy=copy, track=wait > 0)
         except zmq.Again:
             return False
         self.tally.count_send(frames)
         if wait > 0 and tracker is not None:
-            with contextlib.suppress(zmq.NotDone):
-                tracker.wait(wait)
+            deadline = time.monotonic() + wait
+            while not tracker.done and not self._stop.is_set() and time.monotonic() < deadline:
+                with contextlib.suppress(zmq.NotDone):
+                    tracker.wait(0.2)
         return True
 
     def drain(self, wait: float = 0.0) -> int:
