@@ -319,11 +319,50 @@ def _goal_figure(key: str, value: float | None) -> str:
     return f"{value:.2f}x"
 
 
-def write_plots(
-    pairs: Sequence[tuple[str, str, Scenario, list[RunRecord], Mapping[str, Any]]], out: Path
-) -> list[str]:
+Series = Callable[[RunRecord, Mapping[str, Any]], tuple[list[float], list[float]] | None]
+
+
+def _accuracy_series(record: RunRecord, table: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    return [float(r["elapsed_seconds"]) for r in record.rounds], [
+        float(r["test_accuracy"]) for r in record.rounds
+    ]
+
+
+def _round_time_series(record: RunRecord, table: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    return [float(r["round"]) for r in record.rounds], [float(r["round_seconds"]) for r in record.rounds]
+
+
+def _keep_series(record: RunRecord, table: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
+    if record.strategy == IDEAL:
+        return None
+    row = table["strategies"].get(record.strategy, {}).get("per_seed", {}).get(str(record.seed))
+    ids = row["stragglers"] if row else []
+    rounds = [int(r["round"]) for r in record.rounds]
+    return [float(x) for x in rounds], [_round_keep_ratio(record, ids, x) for x in rounds]
+
+
+_PLOTS: tuple[tuple[str, str, str, str, Series], ...] = (
+    (
+        "accuracy_vs_time.png",
+        "Accuracy against virtual time",
+        "virtual time (s)",
+        "test accuracy",
+        _accuracy_series,
+    ),
+    ("round_time.png", "Round time per round", "round", "round time (s)", _round_time_series),
+    (
+        "straggler_keep_ratio.png",
+        "Keep ratio of the stragglers' sub-models",
+        "round",
+        "stragglers' mean keep ratio",
+        _keep_series,
+    ),
+)
+
+
+def write_plots(pairs: Sequence[tuple[str, str, list[RunRecord], Mapping[str, Any]]], out: Path) -> list[str]:
     """Accuracy against virtual time, round time per round and stragglers' keep ratio, one panel per
-    workload and fleet (seed 0's runs; the other seeds are in the per-pair reports of ``--runs``)."""
+    workload and fleet (the first seed's runs; every seed's are in the per-pair reports of ``--runs``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,67 +371,28 @@ def write_plots(
     if not pairs:
         return []
     colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(STRATEGIES)}
-    names: list[str] = []
-
-    def panels(
-        title: str, file: str, draw: Callable[[Any, str, Scenario, RunRecord, Mapping[str, Any]], None]
-    ) -> None:
+    order = {name: i for i, name in enumerate(STRATEGIES)}
+    for file, title, xlabel, ylabel, series in _PLOTS:
         fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
-        for ax, (workload, fleet, scenario, records, table) in zip(axes[0], pairs, strict=True):
+        for ax, (workload, fleet, records, table) in zip(axes[0], pairs, strict=True):
             seed = min(r.seed for r in records)
             for record in sorted(
-                (r for r in records if r.seed == seed),
-                key=lambda r: STRATEGIES.index(r.strategy) if r.strategy in STRATEGIES else 99,
+                (r for r in records if r.seed == seed), key=lambda r: order.get(r.strategy, 99)
             ):
-                draw(ax, record.strategy, scenario, record, table)
-            ax.set_title(f"{workload}, {fleet} fleet (seed {seed})", fontsize="medium")
+                line = series(record, table)
+                if line is not None:
+                    ax.plot(*line, color=colors.get(record.strategy), label=record.strategy, lw=1.2)
+            target = table["targets"].get(str(seed))
+            if series is _accuracy_series and target is not None:
+                ax.axhline(target, color="grey", ls="--", lw=1, label="target")
+            ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{workload}, {fleet} fleet (seed {seed})")
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize="x-small")
         fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(out / file, dpi=90)
         plt.close(fig)
-        names.append(file)
-
-    def accuracy(ax: Any, name: str, scenario: Scenario, record: RunRecord, table: Mapping[str, Any]) -> None:
-        ax.plot(
-            [float(r["elapsed_seconds"]) for r in record.rounds],
-            [float(r["test_accuracy"]) for r in record.rounds],
-            color=colors.get(name),
-            label=name,
-            lw=1.2,
-        )
-        target = table["targets"].get(str(record.seed))
-        if target is not None and name == IDEAL:
-            ax.axhline(target, color="grey", ls="--", lw=1)
-        ax.set(xlabel="virtual time (s)", ylabel="test accuracy")
-
-    def round_time(
-        ax: Any, name: str, scenario: Scenario, record: RunRecord, table: Mapping[str, Any]
-    ) -> None:
-        ax.plot(
-            [int(r["round"]) for r in record.rounds],
-            [float(r["round_seconds"]) for r in record.rounds],
-            color=colors.get(name),
-            label=name,
-            lw=1.2,
-        )
-        ax.set(xlabel="round", ylabel="round time (s)")
-
-    def keep(ax: Any, name: str, scenario: Scenario, record: RunRecord, table: Mapping[str, Any]) -> None:
-        if name == IDEAL:
-            return
-        row = table["strategies"].get(name, {}).get("per_seed", {}).get(str(record.seed))
-        ids = row["stragglers"] if row else []
-        xs = [int(r["round"]) for r in record.rounds]
-        ys = [_round_keep_ratio(record, ids, x) for x in xs]
-        ax.plot(xs, ys, color=colors.get(name), label=name, lw=1.2)
-        ax.set(xlabel="round", ylabel="stragglers' mean keep ratio", ylim=(0, 1.05))
-
-    panels("Accuracy against virtual time", "accuracy_vs_time.png", accuracy)
-    panels("Round time per round", "round_time.png", round_time)
-    panels("Keep ratio of the stragglers' sub-models", "straggler_keep_ratio.png", keep)
-    return names
+    return [file for file, *_ in _PLOTS]
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -501,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pairs, drawn = [], []
+    pairs, plotted = [], []
     for workload, fleet, scenario, runs in plan:
         records, missing = _load_pair(runs, scenario, strategies)
         table = paper_table(scenario, records)
@@ -525,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
         if records:
-            drawn.append((workload, fleet, scenario, records, table))
+            plotted.append((workload, fleet, records, table))
     results = {
         "command": command.strip(),
         "seeds": list(range(args.seeds)),
@@ -538,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pairs": pairs,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    plots = write_plots(drawn, out)
+    plots = write_plots(plotted, out)
     report = out / "report.md"
     report.write_text(render(results, plots), encoding="utf-8")
     print(f"report: {report}")
