@@ -26,7 +26,10 @@ both is every client at the base speed on base links.
   the ideal's;
 * *stragglers' keep ratio*: the mean keep ratio of the stragglers' sub-models over the timed rounds;
   the stragglers are the scenario's named ones on the paper fleet, and on a drawn fleet the slowest
-  fifth of the clients by their mean client time (download + fit + upload) in the ``none`` run.
+  fifth of the clients by their mean client time (download + fit + upload) in the ``none`` run;
+* *stragglers' own accuracy*: the final model on the stragglers' own test splits (natural partitions:
+  the same writers' or roles' test samples), weighted by their samples: what ``deadline`` costs the
+  clients it drops, on non-IID data (simulated runs write ``local_accuracy.json``; "-" without it).
 
 **The goal** (issue 12) is checked and printed, never arranged: ``clip`` at least 40 % faster to the
 target than ``none`` at no more than 1 point of accuracy lost, its mean round time within 1.10x the
@@ -144,6 +147,18 @@ def _round_keep_ratio(record: RunRecord, ids: Sequence[int], round_: int) -> flo
     return statistics.fmean(ratios) if ratios else math.nan
 
 
+def _own_accuracy(record: RunRecord, ids: Sequence[int]) -> float | None:
+    """The final model's accuracy on the clients' own test splits, weighted by their samples
+    (``local_accuracy.json`` of a simulated run on a natural partition; None without it)."""
+    path = record.path / "local_accuracy.json"
+    if not ids or not path.exists():
+        return None
+    local = json.loads(path.read_text(encoding="utf-8"))
+    rows = [local[str(c)] for c in ids if str(c) in local]
+    samples = sum(int(r["samples"]) for r in rows)
+    return sum(float(r["accuracy"]) * int(r["samples"]) for r in rows) / samples if samples else None
+
+
 def _spread(values: Sequence[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None and math.isfinite(v)]
     if not present:
@@ -174,6 +189,7 @@ def paper_table(scenario: Scenario, records: Sequence[RunRecord]) -> dict[str, A
                 "straggler_keep_ratio": None
                 if strategy == IDEAL
                 else _keep_ratio(record, ids, scenario.warmup_rounds),
+                "straggler_own_accuracy": _own_accuracy(record, ids),
                 "stragglers": ids,
             }
     table: dict[str, Any] = {}
@@ -198,6 +214,7 @@ def paper_table(scenario: Scenario, records: Sequence[RunRecord]) -> dict[str, A
             "accuracy_delta_points": _spread(delta),
             "round_time_vs_ideal": _spread(vs_ideal),
             "straggler_keep_ratio": _spread([r["straggler_keep_ratio"] for r in rows.values()]),
+            "straggler_own_accuracy": _spread([r["straggler_own_accuracy"] for r in rows.values()]),
             "per_seed": {str(seed): row for seed, row in sorted(rows.items())},
         }
     return {"targets": {str(s): t for s, t in sorted(targets.items())}, "strategies": table}
@@ -274,8 +291,8 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
             + ".",
             "",
             "| strategy | time to target (s) | faster than none | final accuracy | delta (points) "
-            "| round time / ideal | stragglers' keep ratio | reached |",
-            "|---|---|---|---|---|---|---|---|",
+            "| round time / ideal | stragglers' keep ratio | stragglers' own accuracy | reached |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, row in pair["table"]["strategies"].items():
             lines.append(
@@ -283,6 +300,7 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
                 f"| {_fmt(row['faster_than_none'], '.1f', 100, ' %')} "
                 f"| {_fmt(row['final_accuracy'], '.4f')} | {_fmt(row['accuracy_delta_points'], '+.2f')} "
                 f"| {_fmt(row['round_time_vs_ideal'], '.2f')} | {_fmt(row['straggler_keep_ratio'], '.2f')} "
+                f"| {_fmt(row['straggler_own_accuracy'], '.4f')} "
                 f"| {row['target_reached']}/{len(row['seeds'])} |"
             )
         goal = pair["goal"]

@@ -48,11 +48,15 @@ def check_device(device: str) -> str:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ClientData:
-    """One client's training samples, and the dataset they come from (models are sized from it)."""
+    """One client's training samples, and the dataset they come from (models are sized from it);
+    ``test_x``/``test_y``: its local test split where the partition has one (natural partitions: the
+    same writer's or role's test samples), else empty."""
 
     dataset: Dataset
     x: torch.Tensor
     y: torch.Tensor
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
 
     @property
     def num_samples(self) -> int:
@@ -79,7 +83,9 @@ def federation_data(run: RunConfig, client_ids: list[int] | None = None) -> dict
             )
         mine = subsample(part.train[client_id], run.max_client_samples, seed=run.seed + client_id)
         x, y = to_tensors(dataset.train, mine)
-        shares[client_id] = ClientData(dataset, x, y)
+        local = part.test[client_id] if part.test is not None else None
+        test_x, test_y = to_tensors(dataset.test, local) if local is not None and len(local) else (None, None)
+        shares[client_id] = ClientData(dataset, x, y, test_x, test_y)
     return shares
 
 
@@ -169,5 +175,9 @@ class Evaluator:
 
     def __call__(self, weights: np.ndarray) -> tuple[float, float]:
         """``(loss, accuracy)`` of the flat model ``weights``."""
+        return self.on(weights, self.x, self.y)
+
+    def on(self, weights: np.ndarray, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """``(loss, accuracy)`` of the flat model ``weights`` on the samples ``x``, ``y``."""
         load_state(self.model, self.spec.unflatten(weights))
-        return evaluate(self.model, self.x, self.y)
+        return evaluate(self.model, x, y)

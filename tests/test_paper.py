@@ -72,6 +72,21 @@ def test_the_table_is_computed_per_seed_against_the_ideal_target() -> None:
     assert goal["all_met"] is False
 
 
+def test_the_stragglers_own_accuracy_is_weighted_by_their_local_test_samples(tmp_path: Path) -> None:
+    scenario = load_scenario("paper-femnist")  # stragglers 3, 7, 11, 15
+    none = _record("none", [0.5, 0.8], 10.0)
+    local = {
+        "3": {"accuracy": 0.5, "samples": 10},
+        "7": {"accuracy": 1.0, "samples": 30},
+        "0": {"accuracy": 0.0, "samples": 99},
+    }
+    (tmp_path / "local_accuracy.json").write_text(json.dumps(local))
+    none = RunRecord(strategy="none", seed=0, path=tmp_path, rounds=none.rounds, clients=none.clients)
+    rows = paper_table(scenario, [_record("ideal", [0.5, 0.8], 2.0), none])["strategies"]
+    assert rows["none"]["straggler_own_accuracy"]["median"] == pytest.approx((0.5 * 10 + 1.0 * 30) / 40)
+    assert rows["ideal"]["straggler_own_accuracy"]["median"] is None  # no local_accuracy.json
+
+
 def test_a_drawn_fleet_names_no_client_and_its_stragglers_are_the_slowest_fifth() -> None:
     paper = load_scenario("paper-femnist")
     drawn = drawn_variant(paper)
@@ -115,6 +130,12 @@ def test_the_command_runs_the_pairs_resumes_and_writes_the_report(tmp_path: Path
         assert pair["max_client_samples"] == 16 and pair["rounds_override"] == 2
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## femnist, drawn fleet" in report and "at most 16 samples per client" in report
+    # FEMNIST's natural partition gives each client its writer's test samples: the final model on them
+    local = json.loads(
+        (tmp_path / "runs" / "femnist-drawn" / "runs" / "seed-0" / "none" / "local_accuracy.json").read_text()
+    )
+    assert len(local) == 20 and all(0 <= v["accuracy"] <= 1 and v["samples"] > 0 for v in local.values())
+    assert results["pairs"][0]["table"]["strategies"]["none"]["straggler_own_accuracy"]["n"] == 1
     assert all((tmp_path / "out" / p).stat().st_size > 0 for p in ("accuracy_vs_time.png", "round_time.png"))
     # again: every run is kept, none is made twice, and the table is the same
     before = (

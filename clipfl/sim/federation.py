@@ -334,6 +334,19 @@ class Federation:
         finally:
             torch.set_num_threads(threads)
 
+    def local_accuracy(self) -> dict[str, dict[str, float]]:
+        """The final global model on each client's own test split (natural partitions have one): what
+        a client gets from the federation on its own data, e.g. one the deadline kept dropping. A
+        measurement of the result, not part of the run: nothing in the rounds depends on it."""
+        out = {}
+        for cid, client in sorted(self.clients.items()):
+            data = client.engine.trainer.data
+            if data.test_x is None or data.test_y is None or not len(data.test_y):
+                continue
+            loss, accuracy = self._evaluate.on(self.weights, data.test_x, data.test_y)
+            out[str(cid)] = {"accuracy": accuracy, "loss": loss, "samples": len(data.test_y)}
+        return out
+
     def _explain_empty_round(self, rnd: ServerRound, failures: Mapping[int, str]) -> None:
         """No update survived. When the server's deadline is shorter than the cheapest fit the fastest
         device may train, no round ever can: say so instead of simulating futile rounds. Otherwise

@@ -11,8 +11,9 @@
 
 The run directory holds ``config.json``, ``metrics.jsonl``, ``client-<id>.jsonl`` and ``summary.json``
 as the live server and clients write them (so ``benchmarks.report`` reads either), and
-``simulation.json``: the devices, the server link and the cost model the times came from. Every
-time in them is virtual; none depends on this machine's load.
+``simulation.json``: the devices, the server link and the cost model the times came from, and where
+the clients have local test splits (natural partitions), ``local_accuracy.json``: the final model on
+each client's own test data. Every time in them is virtual; none depends on this machine's load.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def simulate(
                 "events": federation.queue.scheduled,
             },
         )
+        local = federation.local_accuracy()
+        if local:
+            rd.write_json("local_accuracy.json", local)
     return summary
 
 
