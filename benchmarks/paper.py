@@ -84,8 +84,9 @@ def drawn_variant(scenario: Scenario) -> Scenario:
     return dataclasses.replace(
         scenario,
         name=f"{scenario.name}-drawn",
-        description=f"{scenario.description} Here on a drawn fleet: log-normal compute speeds "
-        f"(sigma {DRAWN_SPEED_SIGMA}), one client in five behind the straggler links.",
+        description=f"The federation of {scenario.name} on a drawn fleet: no client is named; compute "
+        f"speeds log-normal around the base (sigma {DRAWN_SPEED_SIGMA}), one client in five behind the "
+        "scenario's straggler links.",
         sim=sim,
     )
 
