@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from benchmarks.report import IDEAL, RunRecord, load_run, straggler_ids
+from benchmarks.report import IDEAL, RunRecord, load_run, mean_keep_ratio, straggler_ids
 
 __all__ = ["compare", "main", "render"]
 
@@ -47,15 +47,9 @@ def _explicit(out: Path) -> list[int] | None:
 def _figures(run: RunRecord, warmup: int, explicit: Sequence[int] | None) -> dict[str, Any]:
     timed = [r for r in run.rounds if int(r["round"]) > warmup]
     ids = [] if run.strategy == IDEAL else straggler_ids(run, explicit)
-    keeps = [
-        float(row["keep_ratio"])
-        for cid in ids
-        for row in run.clients.get(cid, ())
-        if int(row["round"]) > warmup and row.get("keep_ratio") is not None
-    ]
     return {
         "mean_round_seconds": statistics.fmean(float(r["round_seconds"]) for r in timed) if timed else None,
-        "straggler_keep_ratio": statistics.fmean(keeps) if keeps else None,
+        "straggler_keep_ratio": mean_keep_ratio(run, ids, lambda r: r > warmup),
         "accuracy": [float(r["test_accuracy"]) for r in sorted(run.rounds, key=lambda r: int(r["round"]))],
     }
 

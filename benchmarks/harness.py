@@ -71,7 +71,8 @@ from benchmarks.simulated import SIM_SHAPING, simulate_run
 from clipfl import load_cost_model
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.shaping import cleanup_stale, require_root_netns
-from clipfl.sim import BACKENDS, FitBackend, fit_backend
+from clipfl.sim import BACKENDS, SECAGG_COSTS, FitBackend, fit_backend
+from clipfl.trainer import DEVICES, check_device
 
 __all__ = [
     "ALL_STRATEGIES",
@@ -395,7 +396,7 @@ async def run_benchmark(
     earlier invocation into the same ``out_dir``) and start any other one afresh.
     """
     plans = plan_runs(scenario, strategies, out_dir, shaping)
-    earlier = _earlier_wall_seconds(out_dir) if resume else {}
+    earlier = recorded_wall_seconds(out_dir) if resume else {}
     say(
         f"benchmark {scenario.name}{' (quick)' if scenario.quick else ''}: {len(plans)} runs "
         f"({scenario.seeds} seed(s) x {', '.join(strategies)}), engine {engine}, "
@@ -455,8 +456,9 @@ async def run_benchmark(
     return results
 
 
-def _earlier_wall_seconds(out_dir: Path) -> dict[tuple[int, str], float]:
-    """The wall times an earlier invocation recorded in ``timing.json`` (simulations only)."""
+def recorded_wall_seconds(out_dir: Path) -> dict[tuple[int, str], float]:
+    """The wall time of each run (seed, strategy) that ``timing.json`` records (simulations only;
+    empty when there is none)."""
     try:
         timing = json.loads((out_dir / "timing.json").read_text(encoding="utf-8"))
         return {(int(r["seed"]), str(r["strategy"])): float(r["wall_seconds"]) for r in timing["runs"]}
@@ -497,13 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ray-address", help="--backend ray: a running Ray cluster (default: a local Ray)")
     parser.add_argument(
         "--device",
-        choices=("cpu", "cuda"),
+        choices=DEVICES,
         default="cpu",
         help="--engine sim: where torch trains the fits (default cpu)",
     )
     parser.add_argument(
         "--secagg-cost",
-        choices=("real", "model"),
+        choices=tuple(SECAGG_COSTS),
         default="real",
         help="--engine sim: real (default) runs secure aggregation's cryptography; model keeps every "
         "message and decision but only charges the cryptography's time from the cost model: the same "
@@ -611,8 +613,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             secagg_cost=args.secagg_cost,
         )
         if args.engine == "sim":
-            from clipfl.trainer import check_device  # torch: only for the simulator
-
             load_cost_model(args.cost_model)  # a bad cost model or device is one line, before any run
             check_device(args.device)
         if args.resume and not args.out:

@@ -41,8 +41,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import math
+import operator
 import os
 import statistics
 import sys
@@ -52,9 +54,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from benchmarks.report import BASELINE, IDEAL, RunRecord, load_run, run_figures
+from benchmarks.report import BASELINE, IDEAL, RunRecord, load_run, mean_keep_ratio, run_figures
 from benchmarks.scenario import BandwidthSpec, Scenario, load_scenario
 from clipfl.errors import ClipflError, ConfigError
+from clipfl.sim import BACKENDS, SECAGG_COSTS
 
 __all__ = ["DRAWN_SPEED_SIGMA", "FLEETS", "WORKLOADS", "drawn_variant", "main", "paper_table"]
 
@@ -128,26 +131,6 @@ def _stragglers(scenario: Scenario, records: Mapping[tuple[str, int], RunRecord]
     return sorted(sorted(timed, key=lambda c: (-timed[c], c))[:count])
 
 
-def _keep_ratio(record: RunRecord, ids: Sequence[int], warmup: int) -> float | None:
-    ratios = [
-        float(r["keep_ratio"])
-        for cid in ids
-        for r in record.clients.get(cid, ())
-        if int(r["round"]) > warmup and r.get("keep_ratio") is not None
-    ]
-    return statistics.fmean(ratios) if ratios else None
-
-
-def _round_keep_ratio(record: RunRecord, ids: Sequence[int], round_: int) -> float:
-    ratios = [
-        float(r["keep_ratio"])
-        for cid in ids
-        for r in record.clients.get(cid, ())
-        if int(r["round"]) == round_
-    ]
-    return statistics.fmean(ratios) if ratios else math.nan
-
-
 def _own_accuracy(record: RunRecord, ids: Sequence[int]) -> float | None:
     """The final model's accuracy on the clients' own test splits, weighted by their samples
     (``local_accuracy.json`` of a simulated run on a natural partition; None without it)."""
@@ -189,7 +172,7 @@ def paper_table(scenario: Scenario, records: Sequence[RunRecord]) -> dict[str, A
                 "mean_round_seconds": fig.mean_round_seconds,
                 "straggler_keep_ratio": None
                 if strategy == IDEAL
-                else _keep_ratio(record, ids, scenario.warmup_rounds),
+                else mean_keep_ratio(record, ids, lambda r: r > scenario.warmup_rounds),
                 "straggler_own_accuracy": _own_accuracy(record, ids),
                 "stragglers": ids,
             }
@@ -357,7 +340,8 @@ def _keep_series(record: RunRecord, table: Mapping[str, Any]) -> tuple[list[floa
     row = table["strategies"].get(record.strategy, {}).get("per_seed", {}).get(str(record.seed))
     ids = row["stragglers"] if row else []
     rounds = [int(r["round"]) for r in record.rounds]
-    return [float(x) for x in rounds], [_round_keep_ratio(record, ids, x) for x in rounds]
+    keeps = [mean_keep_ratio(record, ids, functools.partial(operator.eq, x)) for x in rounds]
+    return [float(x) for x in rounds], [math.nan if k is None else k for k in keeps]
 
 
 _PLOTS: tuple[tuple[str, str, str, str, Series], ...] = (
@@ -439,9 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="shrink every client's data to at most this many samples (say so in the table; default: none)",
     )
     parser.add_argument("--rounds", type=int, help="override the rounds (smoke tests only)")
-    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="where fits train")
+    parser.add_argument("--backend", choices=BACKENDS, default="local", help="where fits train")
     parser.add_argument("--ray-address", help="--backend ray: a running Ray cluster")
-    parser.add_argument("--secagg-cost", choices=("real", "model"), default="real")
+    parser.add_argument("--secagg-cost", choices=tuple(SECAGG_COSTS), default="real")
     parser.add_argument("--runs", default="runs/paper", help="where the runs go (default runs/paper)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "paper"), help="the report")
     parser.add_argument("--report-only", action="store_true", help="run nothing: report the runs made so far")
@@ -452,22 +436,12 @@ def _load_pair(
     runs: Path, scenario: Scenario, strategies: Sequence[str]
 ) -> tuple[list[RunRecord], list[str]]:
     records, missing = [], []
-    for seed in range(scenario.seeds):
-        for strategy in strategies:
-            run_dir = runs / "runs" / f"seed-{seed}" / strategy
-            if (run_dir / "summary.json").exists():
-                records.append(load_run(run_dir, strategy=strategy, seed=seed))
-            else:
-                missing.append(f"{strategy}/seed {seed}")
+    for plan in harness.plan_runs(scenario, strategies, runs, "virtual"):  # the harness's layout
+        if (plan.run_dir / "summary.json").exists():
+            records.append(load_run(plan.run_dir, strategy=plan.strategy, seed=plan.seed))
+        else:
+            missing.append(f"{plan.strategy}/seed {plan.seed}")
     return records, missing
-
-
-def _wall_seconds(runs: Path) -> float:
-    try:
-        timing = json.loads((runs / "timing.json").read_text(encoding="utf-8"))
-        return float(sum(r["wall_seconds"] for r in timing["runs"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -538,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "runs_planned": scenario.seeds * len(strategies),
                 "runs_ok": len(records),
                 "missing": missing,
-                "wall_seconds": _wall_seconds(runs),
+                "wall_seconds": sum(harness.recorded_wall_seconds(runs).values()),
                 "table": table,
                 "goal": goal_check(table),
             }

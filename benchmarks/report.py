@@ -27,7 +27,7 @@ import math
 import os
 import statistics
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "RunRecord",
     "figures_rows",
     "load_run",
+    "mean_keep_ratio",
     "render_markdown",
     "run_figures",
     "straggler_ids",
@@ -169,6 +170,17 @@ def straggler_ids(run: RunRecord, explicit: Sequence[int] | None = None) -> list
         return []
     base = min(peak.values())
     return sorted(cid for cid, s in peak.items() if s > base * (1 + 1e-9))
+
+
+def mean_keep_ratio(run: RunRecord, ids: Iterable[int], rounds: Callable[[int], bool]) -> float | None:
+    """The mean keep ratio of clients ``ids`` over the rounds that ``rounds`` accepts (None: no row)."""
+    ratios = [
+        float(row["keep_ratio"])
+        for cid in ids
+        for row in run.clients.get(cid, ())
+        if rounds(int(row["round"])) and row.get("keep_ratio") is not None
+    ]
+    return statistics.fmean(ratios) if ratios else None
 
 
 # ------------------------------------------------------------------------------- over seeds
@@ -426,13 +438,7 @@ def write_plots(
 
         def keep(run: RunRecord, row: Mapping[str, Any]) -> float | None:
             ids = straggler_ids(run, explicit_stragglers)
-            ratios = [
-                float(c["keep_ratio"])
-                for cid in ids
-                for c in run.clients.get(cid, ())
-                if int(c["round"]) == int(row["round"]) and c.get("keep_ratio") is not None
-            ]
-            return statistics.fmean(ratios) if ratios else None
+            return mean_keep_ratio(run, ids, lambda number: number == int(row["round"]))
 
         xs, ys = _median_by_round(runs, keep)
         ax.plot(xs, ys, color=colors[name], ls=dashes[name], marker="o", label=name)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipfl import ClipflError, federation_config, load_cost_model, simulate, straggler_fleet
-from clipfl.sim import protocol_shares
+from clipfl.sim import SECAGG_COSTS, protocol_shares
 
 __all__ = ["main"]
 
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-rate", type=float, help="the server's link in bit/s (default: not capped)")
     parser.add_argument(
         "--secagg-cost",
-        choices=("real", "model"),
+        choices=tuple(SECAGG_COSTS),
         default="real",
         help="real (default): run the cryptography; model: only charge it (same results, for 10,000 clients)",
     )

@@ -25,6 +25,7 @@ from clipfl.settings import TrainSettings
 from clipfl.training import FitResult, evaluate, fit
 
 __all__ = [
+    "DEVICES",
     "ClientData",
     "Evaluator",
     "LocalTrainer",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 DEVICES = ("cpu", "cuda")
+"""Where a fit may train (``check_device``)."""
 
 
 def check_device(device: str) -> str:
@@ -50,7 +52,7 @@ def check_device(device: str) -> str:
 class ClientData:
     """One client's training samples, and the dataset they come from (models are sized from it);
     ``test_x``/``test_y``: its local test split where the partition has one (natural partitions: the
-    same writer's or role's test samples), else empty."""
+    same writer's or role's test samples), else None."""
 
     dataset: Dataset
     x: torch.Tensor

@@ -36,6 +36,9 @@ class FitRun:
     pending: PendingFit
     ends_at: float
     seconds: float
+    """From its start to its end: the device's earlier fits, then this one's ``device_seconds``."""
+    device_seconds: float
+    """The fit's own time on its device (its MACs over the device's speed)."""
 
 
 @dataclass(slots=True)
@@ -101,14 +104,14 @@ class SimClient:
         pending = self.backend.submit(self.engine.trainer, job) if self.really_train else self._untrained(job)
         ends_at = max(now, self.trainer_free_at) + seconds
         self.trainer_free_at = ends_at
-        return FitRun(job, pending, ends_at, ends_at - now)
+        return FitRun(job, pending, ends_at, ends_at - now, seconds)
 
     def fit_output(self, run: FitRun) -> TrainOutput:
         """The trained update of ``run``, its device's CPU seconds in place of this machine's (results
         never hold a real clock)."""
         out = run.pending.result()
-        device_seconds = self.fit_seconds(run.job.flop_ratio, run.job.train)
-        return dataclasses.replace(out, result=dataclasses.replace(out.result, cpu_seconds=device_seconds))
+        result = dataclasses.replace(out.result, cpu_seconds=run.device_seconds)
+        return dataclasses.replace(out, result=result)
 
     def _untrained(self, job: FitJob) -> PendingFit:
         """A protocol-only fit: the sub-model the engine built, not trained; a zero update."""
