@@ -105,8 +105,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Columns: *sent* is messages the attacker sent; *acc. delta* the final accuracy minus the clean "
-        "run's; *peak RSS* the server's VmHWM (the bound is the clean peak plus one refused message's "
-        "allowance: the total limit plus one frame); *evictions/impersonations* counts replies that only "
+        "run's; *peak RSS* the server's VmHWM (the bound is the clean peak plus one refused message held "
+        "whole: the total limit plus one frame, or the largest message one connection sent if larger, "
+        "since libzmq buffers a whole multipart message before the server reads its first frame and "
+        "only CurveZMQ keeps strangers from sending one; plus 32 MiB for the allocator); "
+        "*evictions/impersonations* counts replies that only "
         "a registered client should get (Welcome, round messages, Shutdown) plus, for stranger attacks, "
         "rounds with fewer participants than clients; *ghost waits* rounds that ran to the deadline; "
         "*log B per garbage B* the server log's growth over the clean run per byte the attacker sent.",

@@ -35,6 +35,7 @@ class Tally:
 
     sent: int = 0
     sent_bytes: int = 0
+    largest_message_bytes: int = 0
     replies: Counter[str] = field(default_factory=Counter)
     privileged: int = 0  # replies only a registered client should ever get
     notes: list[str] = field(default_factory=list)
@@ -43,7 +44,9 @@ class Tally:
     def count_send(self, frames: list[bytes] | list[Any]) -> None:
         with self._lock:
             self.sent += 1
-            self.sent_bytes += sum(len(f) for f in frames)
+            size = sum(len(f) for f in frames)
+            self.sent_bytes += size
+            self.largest_message_bytes = max(self.largest_message_bytes, size)
 
     def count_reply(self, frames: list[bytes]) -> None:
         if len(frames) == 1 and frames[0] == HEARTBEAT:
@@ -62,6 +65,7 @@ class Tally:
         return {
             "sent": self.sent,
             "sent_bytes": self.sent_bytes,
+            "largest_message_bytes": self.largest_message_bytes,
             "replies": dict(self.replies),
             "privileged_replies": self.privileged,
             "notes": list(self.notes),
