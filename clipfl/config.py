@@ -78,6 +78,13 @@ class RunConfig:
     secagg_neighbors: int | None = field(
         default=None, metadata=_opt("SecAgg+ graph degree k (default: about log2 of the clients)")
     )
+    secagg_min_coverage: int = field(
+        default=3,
+        metadata=_opt(
+            "a pruning client withholds from the secure sum what fewer than this many clients' plans "
+            "cover (1: off)"
+        ),
+    )
     clip_range: float = field(
         default=1.0, metadata=_opt("secure aggregation clips each delta coordinate to [-c, c]")
     )
@@ -173,6 +180,7 @@ class RunConfig:
             mode="secagg" if self.secagg == "secagg" else "secagg+",
             threshold=self.secagg_threshold,
             neighbors=self.secagg_neighbors if self.secagg == "secagg+" else None,
+            min_coverage=self.secagg_min_coverage,
             clip_range=self.clip_range,
             max_weight=float(self.max_weight),
         )

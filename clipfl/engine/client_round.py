@@ -110,6 +110,7 @@ class ClientEngine:
         self._primitives = primitives
         self._setup: RoundSetup | None = None
         self._fit_instructions: tuple[int, bytes] | None = None
+        self._fit_plan: np.ndarray | None = None  # the units this round's fit trains (pruning clients)
         self.settings: RunSettings | None = None
         self.needs_warm_up = True
         """The model changed (or never ran): the driver warms torch up before the next fit."""
@@ -237,6 +238,10 @@ class ClientEngine:
                 sub = self._pruner.build(choice.selection, global_flat)
         clock.flop_ratio = flop_ratio
         coverage = self._pruner.coverage_size if self._pruner is not None else 1
+        self._fit_plan = None
+        if self._pruner is not None:
+            layout = self._pruner.layout
+            self._fit_plan = layout.unit_mask(sub.kept) if sub is not None else np.ones(coverage, dtype=bool)
         seed = msg.seed * 1009 + self.client_id
         self._fit = FitJob(msg.round, msg.weights, sub, msg.train, seed, coverage, flop_ratio)
         self._fit_codec = msg.codec
@@ -265,9 +270,12 @@ class ClientEngine:
                     out.delta.astype(np.float64),
                     out.trained_units,
                     self.settings.weight_of(self.num_samples),
+                    unit_layout=self._pruner.layout if self._pruner is not None else None,
                 )
             except (RemoteProtocolError, ValueError) as exc:
                 log.error("client %d: round %d not uploaded: %s", self.client_id, job.round, exc)
+            else:
+                clock.record["units_withheld"] = self._secure.withheld_units
             return
         self._outbox.append(
             FitRes(
@@ -315,7 +323,13 @@ class ClientEngine:
             return
         self._setup = None
         self._secure = SecureUpload(
-            self.client_id, setup.round, self._secagg, self._identity, fit[1], self._primitives
+            self.client_id,
+            setup.round,
+            self._secagg,
+            self._identity,
+            fit[1],
+            self._primitives,
+            plan=self._fit_plan,
         )
         self._secure.receive(setup)
 

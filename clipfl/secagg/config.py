@@ -75,8 +75,12 @@ class SecAggConfig:
       round. An accusation cannot be checked by the server, so each is honoured (the accused leaves
       the round) only within this budget; a client naming more is failed itself and its accusations
       ignored. With 1, a lying accuser trades itself for one honest peer, no worse than two dropouts.
+    - ``min_coverage``: the fewest clients whose sealed plans must cover a unit (or a weight between
+      two units) before this client puts its delta for it in the sum (``coverage.contributable``,
+      attack 8): a sum of two reveals each to the other, so 3 holds against one colluding client.
+      1 turns the rule off.
     - ``max_private_bytes``: the largest payload of the client-to-client channel (CLIP's timing
-      reports are about 100 bytes).
+      reports are about 100 bytes, coverage plans one bit per unit: 64 KiB holds 500,000 units).
     """
 
     mode: Mode = "secagg+"
@@ -88,7 +92,8 @@ class SecAggConfig:
     clip_range: float = 1.0
     max_weight: float = 1000.0
     max_accusations: int = 1
-    max_private_bytes: int = 4096
+    min_coverage: int = 3
+    max_private_bytes: int = 65536
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -119,6 +124,8 @@ class SecAggConfig:
             raise ConfigError(f"max_weight must be a positive finite number, got {self.max_weight!r}")
         if type(self.max_accusations) is not int or self.max_accusations < 0:
             raise ConfigError(f"max_accusations must be a non-negative integer, got {self.max_accusations!r}")
+        if type(self.min_coverage) is not int or self.min_coverage < 1:
+            raise ConfigError(f"min_coverage must be an integer >= 1 (1: off), got {self.min_coverage!r}")
         if type(self.max_private_bytes) is not int or not 1 <= self.max_private_bytes <= 1 << 20:
             raise ConfigError(
                 f"max_private_bytes must be an integer in [1, 1 MiB], got {self.max_private_bytes!r}"

@@ -11,18 +11,29 @@ delta and zero coverage, so the sum never isolates it.
 The server relays the plans but cannot read or forge them (``Box``-sealed between the two clients).
 Limits: a client counts only the plans it received (its neighbours in SecAgg+, so the count is a lower
 bound and it withholds more, never less); a colluding client can announce units it will not train, so
-``min_clients`` should exceed the number of colluders a neighbourhood may hold plus one; a client that
-announces and then drops lowers the real coverage by one, as with any dropout.
+``min_clients`` should exceed the number of colluders a neighbourhood may hold plus one (the default,
+``SecAggConfig.min_coverage = 3``, holds against one); a client that announces and then drops lowers
+the real coverage by one, as with any dropout.
+
+A coordinate tied to two units (a weight from unit ``i`` into unit ``j``) is trained by the clients that
+kept both, which may be fewer than either unit's trainers: ``contributable`` counts plans per coordinate
+too and withholds the coordinates that fewer than ``min_clients`` plans cover, while the unit's coverage
+still counts the client, so the server's divisor for such a coordinate is an upper bound (the update is
+shrunk, never amplified, as ``clipfl.clip.aggregation`` already documents for two-unit ties).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["PLAN_PREFIX", "is_plan", "pack_plan", "unpack_plan", "withhold_thin_units"]
+if TYPE_CHECKING:
+    from clipfl.clip.units import UnitLayout
+
+__all__ = ["PLAN_PREFIX", "contributable", "is_plan", "pack_plan", "unpack_plan", "withhold_thin_units"]
 
 PLAN_PREFIX = b"clipfl.coverage.v1"
 _HEADER = struct.Struct(">I")
@@ -64,3 +75,28 @@ def withhold_thin_units(own: np.ndarray, peers: Mapping[int, np.ndarray], min_cl
             raise ValueError(f"a peer's plan has shape {plan.shape}, this client's {own.shape}")
         count += plan.astype(np.int64)
     return own & (count >= min_clients)
+
+
+def contributable(
+    layout: UnitLayout, own: np.ndarray, peers: Mapping[int, np.ndarray], min_clients: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What this client may put in the sum: the units (``units + 1`` entries, as its coverage) and the
+    state coordinates that at least ``min_clients`` announced plans, its own included, cover.
+
+    A coordinate counts the plans that keep both of its units; plans that keep every unit are counted
+    once and need no per-coordinate work, so the common round (most clients train the full model)
+    costs one pass over the units. The rest slot (state tied to no unit) is never withheld here: every
+    client of the round trains it, and a round has at least ``SecAggConfig.min_clients`` clients."""
+    units = withhold_thin_units(own, peers, min_clients)
+    units[-1] = bool(own[-1])
+    coordinates = units[layout.out_unit] & units[layout.in_unit]
+    plans = [np.asarray(own, dtype=bool), *peers.values()]
+    full = sum(1 for plan in plans if plan.all())
+    if full < min_clients:
+        count = np.full(coordinates.shape, full, dtype=np.int32)
+        for plan in plans:
+            if not plan.all():
+                count += plan[layout.out_unit] & plan[layout.in_unit]
+        rest = layout.units
+        coordinates &= (count >= min_clients) | ((layout.out_unit == rest) & (layout.in_unit == rest))
+    return units, coordinates
