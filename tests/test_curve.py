@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 import transports.curve as curve_mod
 from clipfl import keys
@@ -232,3 +235,52 @@ async def test_the_bytes_on_the_wire_are_not_the_plaintext(pki: Path, encrypted:
     # The control case (no CURVE) proves the relay saw the traffic, so the encrypted case means something.
     assert (secret in relay.seen) is not encrypted
     assert len(relay.seen) > 2 * len(secret)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def _peak_growth_while(send: Any, seconds: float) -> int:
+    """How far this process's resident set rises above where it was, while ``send()`` runs and
+    ``seconds`` after."""
+    gc.collect()
+    before = peak = _resident_bytes()
+    send()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        peak = max(peak, _resident_bytes())
+        await asyncio.sleep(0.02)
+    return peak - before
+
+
+@pytest.mark.parametrize("curve", [True, False], ids=["curve", "open-control"])
+async def test_a_stranger_cannot_make_a_curve_server_hold_a_long_multipart_message(
+    pki: Path, curve: bool
+) -> None:
+    """libzmq holds a multipart message whole before the first frame can be read, whatever its frame
+    count (``transports.zmq``): against an open server, a stranger's 384 MiB message in frames under
+    every limit is resident in the server (the control). Under CurveZMQ with an allow-list, the
+    stranger never completes the handshake, so not one frame reaches the server's memory."""
+    server_transport = _server(pki) if curve else ZmqServerTransport(**FAST)
+    frame = memoryview(bytearray(64 << 20))
+    context = zmq.Context()
+    stranger = context.socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    try:
+        async with server_transport as server, asyncio.timeout(30):
+            address = await server.bind("tcp://127.0.0.1:0")
+            stranger.connect(address)
+            growth = await _peak_growth_while(
+                lambda: stranger.send_multipart([frame] * 6, copy=False), seconds=1.5
+            )
+            if curve:
+                assert growth < 64 << 20, growth
+                assert server.statistics().messages_in == 0
+            else:
+                assert growth > 300 << 20, growth  # the control: the measurement can see it
+    finally:
+        stranger.close(linger=0)
+        context.term()

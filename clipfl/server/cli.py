@@ -96,8 +96,9 @@ async def run_server(
 
     if curve is None:
         log.warning(
-            "CurveZMQ is off: anyone who reaches %s can join as a new client and read the global model "
-            "(use --curve-secret and --curve-allow to admit only known clients)",
+            "CurveZMQ is off: anyone who reaches %s can join as a new client, read the global model and "
+            "make the server hold one multipart message of any size per connection (use --curve-secret "
+            "and --curve-allow to admit only known clients)",
             bind,
         )
     limits = Limits()
