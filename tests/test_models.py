@@ -23,6 +23,7 @@ from clipfl.presets import PRESETS, Preset, get_preset
 EXPECTED = {
     # name: (parameters, input batch, output shape)
     "digits_mlp": (4_810, torch.zeros(3, 1, 8, 8), (3, 10)),
+    "digits_mlp_wide": (1_470_010, torch.zeros(3, 1, 8, 8), (3, 10)),
     "digits_cnn": (38_282, torch.zeros(3, 1, 8, 8), (3, 10)),
     "femnist_cnn": (410_022, torch.zeros(3, 1, 28, 28), (3, 62)),
     "vgg9": (1_469_994, torch.zeros(3, 3, 32, 32), (3, 10)),

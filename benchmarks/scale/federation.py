@@ -18,7 +18,7 @@ def run_config_kwargs(opts: ScaleOptions) -> dict[str, Any]:
     """The federation, as ``RunConfig`` keyword arguments shared by the server flags and the workers."""
     return {
         "dataset": "digits",
-        "model": "digits_mlp",
+        "model": opts.model,
         "partition": "iid",
         "clients": opts.clients,
         "rounds": opts.rounds,

@@ -170,7 +170,7 @@ def build_report(
             "workers": opts.workers,
             "secagg": opts.secagg,
             **secagg_parameters(opts),
-            "model": "digits_mlp",
+            "model": opts.model,
             "dataset": "digits",
             "local_epochs": 1,
             "min_samples_per_client": rec.min_samples,

@@ -42,9 +42,17 @@ def _channels(dataset: Dataset | None, kw: dict[str, Any], default: int) -> int:
     return int(kw.pop("in_channels", dataset.input_shape[0] if dataset is not None else default))
 
 
+WIDE_HIDDEN = 19_600
+"""``digits_mlp_wide``'s hidden width: 75 * 19,600 + 10 = 1,470,010 parameters, VGG-9's 1,469,994."""
+
+
 def _build_digits_mlp(dataset: Dataset | None, **kw: Any) -> nn.Module:
     n_in = int(np.prod(dataset.input_shape)) if dataset is not None else 64
     return digits_mlp(int(kw.pop("in_features", n_in)), num_classes=_classes(dataset, kw, 10), **kw)
+
+
+def _build_digits_mlp_wide(dataset: Dataset | None, **kw: Any) -> nn.Module:
+    return _build_digits_mlp(dataset, **{"hidden": WIDE_HIDDEN, **kw})
 
 
 def _build_digits_cnn(dataset: Dataset | None, **kw: Any) -> nn.Module:
@@ -69,6 +77,13 @@ MODELS: Mapping[str, ModelEntry] = MappingProxyType(
         e.name: e
         for e in (
             ModelEntry("digits_mlp", _build_digits_mlp, "digits", "Flatten, FC64, FC10 (4,810 parameters)"),
+            ModelEntry(
+                "digits_mlp_wide",
+                _build_digits_mlp_wide,
+                "digits",
+                "Flatten, FC19600, FC10 (1,470,010: VGG-9's size, to time secure aggregation without "
+                "VGG-9's training)",
+            ),
             ModelEntry("digits_cnn", _build_digits_cnn, "digits", "2 convs, pool, FC64, FC10 (38,282)"),
             ModelEntry("femnist_cnn", _build_femnist_cnn, "femnist", "conv16, conv64, FC120, FC62 (410,022)"),
             ModelEntry("vgg9", _build_vgg9, "cifar10", "VGG-9 of FLuID and CLIP (1,469,994)"),
