@@ -103,6 +103,13 @@ class RunConfig:
     unmask_timeout: float = field(
         default=30.0, metadata=_opt("seconds the unmasking stage of secure aggregation may last")
     )
+    eval_overlap: bool = field(
+        default=False,
+        metadata=_opt(
+            "the server tests each round's model while the next round trains: the test leaves the "
+            "rounds' critical path, and a round's time ends when its model is ready"
+        ),
+    )
     mitigation: str = field(default="none", metadata=_opt("straggler mitigation", choices=MITIGATIONS))
     straggler_fraction: float = field(
         default=DEFAULT_STRAGGLER_FRACTION,

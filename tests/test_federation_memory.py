@@ -9,9 +9,13 @@ import tempfile
 import pytest
 
 from clipfl import Client, ClientConfig, RunConfig, Server, federation_data
+from clipfl.data import load_dataset
 from clipfl.engine.secure_upload import Identity
 from clipfl.keys import load_identity, load_roster, provision
-from clipfl.rundir import RunDir, read_jsonl
+from clipfl.models import build_model
+from clipfl.params import ParamSpec
+from clipfl.rundir import RunDir, load_checkpoint, read_jsonl
+from clipfl.trainer import Evaluator
 from transports.memory import MemoryHub
 
 
@@ -76,3 +80,22 @@ async def test_straggler_fraction_zero_means_no_client_ever_calls_itself_a_strag
     assert len(rows) == 20
     assert not any(row["straggler"] for row in rows)
     assert all(row["keep_ratio"] == 1.0 for row in rows)
+
+
+async def test_testing_beside_the_next_round_records_every_round_once_in_order(tmp_path) -> None:
+    """``eval_overlap``: each round's test runs while the next round trains; the rows and checkpoints
+    still come once per round, in order, each with its own round's model and accuracy."""
+    config = RunConfig(clients=3, rounds=4, local_epochs=1, seed=1, eval_overlap=True)
+    summary, server, rounds = await _federation(config, RunDir(tmp_path))
+    assert summary["rounds"] == 4 and rounds == [4, 4, 4]
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [row["round"] for row in rows] == [1, 2, 3, 4]
+    assert [r.test_accuracy for r in server.records] == [row["test_accuracy"] for row in rows]
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint.round == 4 and checkpoint.metrics_row == rows[-1]
+    dataset = load_dataset(config.dataset)
+    model = build_model(config.model_name, dataset)
+    evaluate = Evaluator.for_run(config, model, dataset)
+    spec = ParamSpec.of(model)
+    assert evaluate(spec.flatten(checkpoint.state))[1] == rows[-1]["test_accuracy"]
+    assert rows[-1]["test_accuracy"] > rows[0]["test_accuracy"] > 0.3

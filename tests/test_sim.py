@@ -14,8 +14,11 @@ from benchmarks import harness
 from benchmarks.scenario import parse_scenario
 from benchmarks.simulated import run_config_of, scenario_fleet
 from clipfl import RunConfig, federation_data
+from clipfl.clip.flops import forward_macs
+from clipfl.data import load_dataset
 from clipfl.errors import ConfigError
 from clipfl.messages import Receipt, RoundStart
+from clipfl.models import build_model
 from clipfl.rundir import RunDir, read_jsonl
 from clipfl.secagg import FixedPoint
 from clipfl.sim import DeviceProfile, load_cost_model, simulate, straggler_fleet
@@ -298,3 +301,30 @@ def test_a_protocol_only_run_trains_nothing_but_runs_secure_aggregation(tmp_path
         "digits_cnn", forward, 1.0, samples=50, epochs=1, batch_size=config.batch_size
     ) / (SPEED / 3.0)
     assert fit == pytest.approx(expected)
+
+
+def test_testing_beside_the_next_round_shortens_each_round_by_the_test_and_changes_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """``eval_overlap``: the server's test of round r runs while round r+1 trains. Every decision and
+    every model is the same; each round ends its test's duration earlier (the cost model's charge)."""
+    fleet = straggler_fleet(5, base_speed=SPEED, slowdown=4.0, straggler_ids=[0], straggler_slowdown=6.0)
+    runs = {}
+    for overlap in (False, True):
+        config = _config(clients=5, rounds=4, mitigation="clip", secagg="secagg", eval_overlap=overlap)
+        summary = simulate(config, fleet, run_dir=tmp_path / str(overlap), cost_model=COSTS)
+        runs[overlap] = (summary, read_jsonl(tmp_path / str(overlap) / "metrics.jsonl"))
+    (off_summary, off), (on_summary, on) = runs[False], runs[True]
+    test_samples = len(load_dataset("digits").test)
+    test_s = COSTS.eval_seconds(
+        "digits_cnn", forward_macs(build_model("digits_cnn"), (1, 8, 8)), test_samples
+    )
+    assert [r["test_accuracy"] for r in on] == [r["test_accuracy"] for r in off]
+    assert [r["mean_keep_ratio"] for r in on] == [r["mean_keep_ratio"] for r in off]
+    for a, b in zip(on, off, strict=True):
+        assert a["round_seconds"] == pytest.approx(b["round_seconds"] - test_s, abs=1e-9)
+    rounds = len(off)
+    assert on_summary["total_seconds"] == pytest.approx(off_summary["total_seconds"] - (rounds - 1) * test_s)
+    for i in range(5):  # the clients trained the same sub-models
+        keep = [[r["keep_ratio"] for r in read_jsonl(tmp_path / str(o) / f"client-{i}.jsonl")] for o in runs]
+        assert keep[0] == keep[1]

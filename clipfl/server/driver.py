@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 
 from clipfl.aio import task_group
@@ -26,7 +27,7 @@ from clipfl.config import RunConfig
 from clipfl.data import load_dataset
 from clipfl.droplog import Drop, DropLog
 from clipfl.engine.records import RoundRecord, summarize
-from clipfl.engine.server_round import ServerRound
+from clipfl.engine.server_round import RoundOutcome, ServerRound
 from clipfl.engine.strategy import FedAvg, Strategy
 from clipfl.engine.update import ClientInfo
 from clipfl.errors import ConfigError
@@ -267,7 +268,8 @@ class Server:
 
     # -------------------------------------------------------------------------------- training
 
-    async def _run_round(self, number: int, started: float) -> RoundRecord:
+    async def _run_round(self, number: int) -> tuple[RoundOutcome, float, float]:
+        """Run round ``number`` to its close; its outcome, start and close times (loop clock)."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         rnd = ServerRound(
@@ -297,11 +299,51 @@ class Server:
             self._round = None
         outcome = rnd.close()
         self.weights = outcome.weights
-        loss, accuracy = await asyncio.to_thread(self._evaluate, self.weights)
-        now = loop.time()
-        return outcome.record(
-            number, round_seconds=now - t0, elapsed_seconds=now - started, loss=loss, accuracy=accuracy
+        return outcome, t0, loop.time()
+
+    async def _test_and_record(
+        self,
+        number: int,
+        outcome: RoundOutcome,
+        weights: np.ndarray,
+        strategy_state: dict[str, Any],
+        t0: float,
+        closed: float,
+        started: float,
+    ) -> None:
+        """Test round ``number``'s model, then record the round: checkpoint, metrics row, events.
+
+        The round ends when its model is ready under ``eval_overlap`` (the test runs beside the next
+        round), else once it is tested. ``weights`` and ``strategy_state`` are the round's own, taken
+        at its close: under ``eval_overlap`` the next round may close before this test ends."""
+        c = self.config
+        loop = asyncio.get_running_loop()
+        loss, accuracy = await asyncio.to_thread(self._evaluate, weights)
+        end = closed if c.eval_overlap else loop.time()
+        record = outcome.record(
+            number, round_seconds=end - t0, elapsed_seconds=end - started, loss=loss, accuracy=accuracy
         )
+        self.records.append(record)
+        row = record.row({**self.transport_counters(), "clients_connected": len(self.connected())})
+        self._rows.append(row)
+        if self.run_dir is not None:
+            # the checkpoint first, holding the row too: a crash between the two loses nothing
+            extra = {"config": asdict(c), "strategy": strategy_state, "metrics": row}
+            self.run_dir.save_checkpoint(number, self.spec.unflatten(weights), extra)
+            self.run_dir.append_metrics(row)
+        log.info(
+            "round %d/%d: accuracy %.4f, loss %.4f, %.2f s, %d clients, %d dropped",
+            number,
+            c.rounds,
+            record.test_accuracy,
+            record.test_loss,
+            record.round_seconds,
+            len(record.participants),
+            len(record.failures),
+        )
+        for stage, seconds in record.stage_seconds.items():
+            self._on_event({"event": "stage", "round": number, "stage": stage, "seconds": seconds})
+        self._on_event({"event": "round", **row})
 
     async def _train(self) -> dict[str, Any]:
         c = self.config
@@ -317,29 +359,26 @@ class Server:
         started = loop.time() - self._elapsed_before
         self._started_at = time.time() - self._elapsed_before
         self._on_event({"event": "start", "clients": len(self.connected()), "rounds": c.rounds})
-        for number in range(self.first_round, c.rounds + 1):
-            record = await self._run_round(number, started)
-            self.records.append(record)
-            row = record.row({**self.transport_counters(), "clients_connected": len(self.connected())})
-            self._rows.append(row)
-            if self.run_dir is not None:
-                # the checkpoint first, holding the row too: a crash between the two loses nothing
-                extra = {"config": asdict(c), "strategy": self.strategy.state_dict(), "metrics": row}
-                self.run_dir.save_checkpoint(number, self.spec.unflatten(self.weights), extra)
-                self.run_dir.append_metrics(row)
-            log.info(
-                "round %d/%d: accuracy %.4f, loss %.4f, %.2f s, %d clients, %d dropped",
-                number,
-                c.rounds,
-                record.test_accuracy,
-                record.test_loss,
-                record.round_seconds,
-                len(record.participants),
-                len(record.failures),
-            )
-            for stage, seconds in record.stage_seconds.items():
-                self._on_event({"event": "stage", "round": number, "stage": stage, "seconds": seconds})
-            self._on_event({"event": "round", **row})
+        testing: asyncio.Task[None] | None = None  # the previous round's test, under eval_overlap
+        try:
+            for number in range(self.first_round, c.rounds + 1):
+                outcome, t0, closed = await self._run_round(number)
+                if testing is not None:
+                    await testing  # rounds are recorded in order
+                state = self.strategy.state_dict()
+                test = self._test_and_record(number, outcome, self.weights, state, t0, closed, started)
+                if c.eval_overlap:
+                    testing = asyncio.create_task(test, name=f"test-round-{number}")
+                else:
+                    testing = None
+                    await test
+            if testing is not None:
+                await testing
+        finally:
+            if testing is not None and not testing.done():
+                testing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await testing
         summary = summarize(self.records, c, loop.time() - started)
         for line in self._droplog.flush():
             log.warning("%s", line)

@@ -158,6 +158,8 @@ class Federation:
         self._finished_round: int | None = None
         self._closed: tuple[RoundOutcome, float, float] | None = None
         """The closed round's outcome, test loss and accuracy, until its ServerReady."""
+        self._tester_free = 0.0
+        """Under ``eval_overlap``: when the server's test of the last closed round ends."""
         self._infos = [self._register(c.engine) for c in self.clients.values()]
 
     # ---------------------------------------------------------------------------- registration
@@ -181,7 +183,7 @@ class Federation:
         """Every round, then the in-flight messages; the summary, as the live server returns it."""
         for number in range(1, self.config.rounds + 1):
             self._run_round(number)
-        total = self.clock.now()
+        total = max(self.clock.now(), self._tester_free)
         while self.queue:  # the last receipts reach their clients, who record their rounds
             self._step()
         return summarize(self.records, self.config, total)
@@ -309,18 +311,24 @@ class Federation:
             self._explain_empty_round(rnd, outcome.failures)
         loss, accuracy = self._evaluate_now()
         self._closed = (outcome, loss, accuracy)
-        seconds = self._eval_seconds
+        unmask = 0.0  # the server unmasks the sum, then the model is ready
         setup = self._setup
         if setup is not None and setup.round == rnd.round:
             survivors = len(outcome.participants)
-            seconds += self.costs.unmask_s(
+            unmask = self.costs.unmask_s(
                 length=setup.vector_length,
                 survivors=survivors,
                 dropped=len(outcome.selected) - survivors,
                 threshold=setup.threshold,
                 neighbors=setup.neighbors,
             )
-        self.queue.push(self.clock.now() + seconds, ServerReady(rnd.round))
+        now = self.clock.now()
+        if self.config.eval_overlap:  # tested beside the next round, one test at a time
+            self._tester_free = max(self._tester_free, now + unmask) + self._eval_seconds
+            seconds = unmask
+        else:
+            seconds = self._eval_seconds + unmask
+        self.queue.push(now + seconds, ServerReady(rnd.round))
 
     def _evaluate_now(self) -> tuple[float, float]:
         """The real test of the new model, on the live server's torch threads (its cost is charged
