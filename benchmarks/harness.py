@@ -135,7 +135,10 @@ def launcher_argv(scenario: Scenario, strategy: str, seed: int, run_dir: Path, s
     argv = [sys.executable, "-m", "clipfl.launch", "--run-dir", str(run_dir), "--seed", str(seed)]
     argv += ["--target-accuracy", f"{scenario.target_accuracy:g}"]
     for key, value in scenario.federation:
-        argv += [_flag(key), str(value)]
+        if isinstance(value, bool):  # a switch of the launcher (argparse.BooleanOptionalAction)
+            argv.append(_flag(key) if value else "--no-" + _flag(key)[2:])
+        else:
+            argv += [_flag(key), str(value)]
     mitigation = "none" if strategy == IDEAL else strategy
     secagg = "off" if strategy == "fluid" else scenario.secagg
     argv += ["--mitigation", mitigation, "--secagg", secagg, "--slowdown", f"{scenario.devices.slowdown:g}"]

@@ -107,6 +107,8 @@ _HARNESS_KEYS = {
 FEDERATION_KEYS = frozenset(
     {f.name for f in dataclasses.fields(RunConfig)} - set(_HARNESS_KEYS) | {"heartbeat_timeout"}
 )
+_SWITCHES = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.type in ("bool", bool))
+"""The launcher's on/off flags (``--eval-overlap`` / ``--no-eval-overlap``): true or false in TOML."""
 _TOP_KEYS = frozenset(
     {
         "name",
@@ -296,7 +298,9 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 def _federation(r: _Reader) -> tuple[tuple[str, str | int | float], ...]:
     for key, value in r.data.items():
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool) and key not in _SWITCHES:
+            r.fail(f"federation.{key} is not a switch: give a string or a number, not {value!r}")
+        if not isinstance(value, str | int | float):
             r.fail(f"federation.{key} must be a string or a number, got {value!r}")
     if "preset" not in r.data and "dataset" not in r.data:
         r.fail("[federation] needs a preset or a dataset")

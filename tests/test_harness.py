@@ -87,6 +87,24 @@ def test_the_launcher_accepts_every_command(name: str, quick: bool, tmp_path: Pa
         assert args.seed == 1 and args.rounds == s.rounds and args.clients == s.clients
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_a_switch_in_the_federation_reaches_the_launcher_and_the_simulator(on: bool, tmp_path: Path) -> None:
+    from benchmarks.simulated import run_config_of
+    from clipfl.launch import build_parser
+
+    s = parse_scenario(
+        {
+            "target_accuracy": 0.5,
+            "federation": {"dataset": "digits", "clients": 4, "rounds": 2, "eval_overlap": on},
+        },
+        "unit",
+    )
+    argv = launcher_argv(s, "none", 0, tmp_path, "app")
+    assert ("--eval-overlap" if on else "--no-eval-overlap") in argv
+    assert build_parser().parse_args(argv[3:]).eval_overlap is on
+    assert run_config_of(s, "none", 0).eval_overlap is on
+
+
 def test_plan_interleaves_seeds_and_rotates_strategies(tmp_path: Path) -> None:
     s = scenario().with_seeds(3)
     plans = plan_runs(s, ["none", "clip", "ideal"], tmp_path, "app")

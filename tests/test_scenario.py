@@ -122,6 +122,7 @@ _DELETE = object()
         ("federation.rounds", "five", "federation.rounds must be an integer"),
         ("federation.rounds", 2.5, "federation.rounds must be an integer"),
         ("federation.lr", [0.1], "federation.lr must be a string or a number"),
+        ("federation.lr", True, "federation.lr is not a switch"),
         ("federation.seed", 3, "federation.seed is set by the harness; use seeds"),
         ("federation.mitigation", "clip", "use strategies"),
         ("federation.slowdown", 3.0, "use [devices]"),
