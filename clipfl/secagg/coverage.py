@@ -84,8 +84,8 @@ def contributable(
     state coordinates that at least ``min_clients`` announced plans, its own included, cover.
 
     A coordinate counts the plans that keep both of its units; plans that keep every unit are counted
-    once and need no per-coordinate work, so the common round (most clients train the full model)
-    costs one pass over the units. The rest slot (state tied to no unit) is never withheld here: every
+    once and need no per-coordinate count, so the common round (most clients train the full model)
+    costs one gather over the coordinates. The rest slot (state tied to no unit) is never withheld here: every
     client of the round trains it, and a round has at least ``SecAggConfig.min_clients`` clients."""
     units = withhold_thin_units(own, peers, min_clients)
     units[-1] = bool(own[-1])
