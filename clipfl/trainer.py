@@ -138,7 +138,7 @@ class LocalTrainer:
         x, y = self._device_inputs()
         if sub is not None:
             result = self._fit_on_device(sub.module, x, y, settings, seed)
-            return TrainOutput(result, sub.inflate().delta, sub.layout.unit_mask(sub.kept))
+            return TrainOutput(result, sub.inflate().delta, sub.trained_units)
         load_state(self.model, weights)
         result = self._fit_on_device(self.model, x, y, settings, seed)
         delta = self.spec.flatten(state_of(self.model)) - self.spec.flatten(weights)

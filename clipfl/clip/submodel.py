@@ -65,6 +65,11 @@ class SubModel:
     def spec(self) -> ParamSpec:
         return ParamSpec.of(self.module)
 
+    @property
+    def trained_units(self) -> np.ndarray:
+        """The units this sub-model trains, as coverage counts them (``UnitLayout.unit_mask``)."""
+        return self.layout.unit_mask(self.kept)
+
     def inflate(
         self, trained: Mapping[str, np.ndarray] | np.ndarray | None = None, weight: float = 1.0
     ) -> Inflated:

@@ -240,8 +240,7 @@ class ClientEngine:
         coverage = self._pruner.coverage_size if self._pruner is not None else 1
         self._fit_plan = None
         if self._pruner is not None:
-            layout = self._pruner.layout
-            self._fit_plan = layout.unit_mask(sub.kept) if sub is not None else np.ones(coverage, dtype=bool)
+            self._fit_plan = sub.trained_units if sub is not None else np.ones(coverage, dtype=bool)
         seed = msg.seed * 1009 + self.client_id
         self._fit = FitJob(msg.round, msg.weights, sub, msg.train, seed, coverage, flop_ratio)
         self._fit_codec = msg.codec
