@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clipfl.config import RunConfig
+from clipfl.launch import config_flags
 from clipfl.rundir import read_jsonl
 
 __all__ = ["main"]
@@ -38,10 +40,24 @@ def _variant(text: str) -> tuple[str, bool]:
 def run_variant(text: str, clients: int, rounds: int, out: Path) -> dict[str, Any]:
     mode, trust = _variant(text)
     run_dir = out / text.replace(":", "-")
-    argv = [sys.executable, "-m", "clipfl.launch", "--run-dir", str(run_dir), "--dataset", "digits"]
-    argv += ["--model", "digits_mlp_wide", "--clients", str(clients), "--rounds", str(rounds)]
-    argv += ["--local-epochs", "1", "--secagg", mode, "--quiet"]
-    argv += ["--secagg-trust-server"] if trust else []
+    config = RunConfig(
+        dataset="digits",
+        model="digits_mlp_wide",
+        clients=clients,
+        rounds=rounds,
+        local_epochs=1,
+        secagg=mode,
+        secagg_trust_server=trust,
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "clipfl.launch",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        *config_flags(config),
+    ]
     subprocess.run(argv, check=True)
     rows = read_jsonl(run_dir / "metrics.jsonl")
     times = [float(r["round_seconds"]) for r in rows if int(r["round"]) >= 2]
