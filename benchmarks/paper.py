@@ -246,13 +246,14 @@ def _fmt(spread: Mapping[str, Any], spec: str, scale: float = 1.0, suffix: str =
 
 
 def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
+    simulated = results.get("engine", "sim") == "sim"
     lines = [
-        "# The paper's table" + (", in virtual time" if results.get("engine", "sim") == "sim" else ", live"),
+        "# The paper's table" + (", in virtual time" if simulated else ", live"),
         "",
         f"Command: `{results['command']}`. Seeds: {results['seeds']}. "
         + (
             "Engine: sim (virtual time, real training, real secure aggregation unless noted). "
-            if results.get("engine", "sim") == "sim"
+            if simulated
             else "Engine: live (real processes and sockets on this machine, emulated devices). "
         )
         + "Medians over seeds, [min, max] in brackets. "
