@@ -2,12 +2,14 @@
 
 A federation under secure aggregation with a compute straggler, run three ways side by side (the
 harness's ``digits-quick`` scenario): waiting for everyone (``none``), CLIP (``clip``), and the ideal
-fleet without the straggler. It prints a short table (mean round time, time to the target accuracy,
-final accuracy, speed-up over waiting) and writes the harness's report with its PNG plots. When the
-machine's own load swamped the emulated slowdowns (emulation overruns), it says so and what to change,
-instead of presenting stragglers that were not slow.
+fleet without the straggler. Each is a live launch by default: a server and six client processes over
+ZeroMQ, the straggler's slowness emulated (``--engine sim`` runs the same in virtual time, in
+seconds). It prints a short table (mean round time, time to the target accuracy, final accuracy,
+speed-up over waiting) and writes the harness's report with its PNG plots. When the machine's own
+load swamped the emulated slowdowns (emulation overruns), it says so and what to change, instead of
+presenting stragglers that were not slow.
 
-    python -m benchmarks.demo [--out runs/demo] [--seeds 1]
+    python -m benchmarks.demo [--out runs/demo] [--seeds 1] [--engine live|sim]
 """
 
 from __future__ import annotations
@@ -68,8 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per strategy (default: 1)")
+    parser.add_argument(
+        "--engine",
+        choices=("live", "sim"),
+        default="live",
+        help="live (default): real processes and sockets; sim: the same federations in virtual time",
+    )
     args = parser.parse_args(argv)
-    harness_args = ["--scenario", SCENARIO, "--strategies", ",".join(STRATEGIES)]
+    harness_args = ["--scenario", SCENARIO, "--strategies", ",".join(STRATEGIES), "--engine", args.engine]
     status = harness_main([*harness_args, "--seeds", str(args.seeds), "--out", str(args.out)])
     results_path = args.out / "results.json"
     if not results_path.exists():
