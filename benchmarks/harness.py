@@ -444,9 +444,14 @@ async def run_benchmark(
         )
         report = write_report(results, records, out_dir)
         if engine == "sim":  # real times, kept out of the reproducible results.json
+            # merged with what the file holds now: invocations over disjoint strategies may share --out
+            walls = recorded_wall_seconds(out_dir)
+            for o in outcomes:
+                if o.message != "resumed" or (o.plan.seed, o.plan.strategy) not in walls:
+                    walls[(o.plan.seed, o.plan.strategy)] = o.wall_seconds
             timing = [
-                {"seed": o.plan.seed, "strategy": o.plan.strategy, "wall_seconds": o.wall_seconds}
-                for o in outcomes
+                {"seed": seed, "strategy": strategy, "wall_seconds": wall}
+                for (seed, strategy), wall in sorted(walls.items())
             ]
             where = {
                 "backend": sim.backend,

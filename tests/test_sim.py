@@ -81,6 +81,24 @@ def test_same_scenario_and_seed_give_a_byte_identical_results_json(tmp_path: Pat
         assert (run / name).exists(), name
 
 
+def test_benchmarks_over_disjoint_strategies_share_one_timing_file(tmp_path: Path) -> None:
+    """Two invocations, each running part of the strategies into one --out (two cores, two processes),
+    then a resuming one: timing.json keeps every run's wall time, none overwritten by the other."""
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(
+        'target_accuracy = 0.5\nsecagg = "off"\n'
+        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2\nlocal_epochs = 1\n'
+        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
+    )
+    out = tmp_path / "out"
+    for strategies in ("none", "clip", "none,clip"):
+        argv = ["--scenario", str(toml), "--strategies", strategies, "--out", str(out)]
+        assert harness.main([*argv, "--resume"] if "," in strategies else argv) == 0
+        walls = harness.recorded_wall_seconds(out)
+        assert set(walls) >= {(0, s) for s in strategies.split(",")}
+    assert set(walls) == {(0, "none"), (0, "clip")} and all(w > 0 for w in walls.values())
+
+
 def test_a_slow_device_prunes_under_clip(tmp_path: Path) -> None:
     """DESIGN.md section 5: the client whose device is 6x slower finds itself a straggler and prunes."""
     config = _config(clients=5, mitigation="clip", secagg="secagg")
