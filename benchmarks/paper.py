@@ -353,8 +353,8 @@ def _keep_series(record: RunRecord, table: Mapping[str, Any]) -> tuple[list[floa
 _PLOTS: tuple[tuple[str, str, str, str, Series], ...] = (
     (
         "accuracy_vs_time.png",
-        "Accuracy against virtual time",
-        "virtual time (s)",
+        "Accuracy against {clock}",
+        "{clock} (s)",
         "test accuracy",
         _accuracy_series,
     ),
@@ -369,9 +369,12 @@ _PLOTS: tuple[tuple[str, str, str, str, Series], ...] = (
 )
 
 
-def write_plots(pairs: Sequence[tuple[str, str, list[RunRecord], Mapping[str, Any]]], out: Path) -> list[str]:
-    """Accuracy against virtual time, round time per round and stragglers' keep ratio, one panel per
-    workload and fleet (the first seed's runs; every seed's are in the per-pair reports of ``--runs``)."""
+def write_plots(
+    pairs: Sequence[tuple[str, str, list[RunRecord], Mapping[str, Any]]], out: Path, *, engine: str = "sim"
+) -> list[str]:
+    """Accuracy against time (virtual for ``engine`` sim, wall-clock for live), round time per round and
+    stragglers' keep ratio, one panel per workload and fleet (the first seed's runs; every seed's are in
+    the per-pair reports of ``--runs``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,7 +384,9 @@ def write_plots(pairs: Sequence[tuple[str, str, list[RunRecord], Mapping[str, An
         return []
     colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(STRATEGIES)}
     order = {name: i for i, name in enumerate(STRATEGIES)}
-    for file, title, xlabel, ylabel, series in _PLOTS:
+    clock = "virtual time" if engine == "sim" else "wall-clock time"
+    for file, title_spec, xlabel_spec, ylabel, series in _PLOTS:
+        title, xlabel = title_spec.format(clock=clock), xlabel_spec.format(clock=clock)
         fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
         for ax, (workload, fleet, records, table) in zip(axes[0], pairs, strict=True):
             seed = min(r.seed for r in records)
@@ -548,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pairs": pairs,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    plots = write_plots(plotted, out)
+    plots = write_plots(plotted, out, engine=args.engine)
     report = out / "report.md"
     report.write_text(render(results, plots), encoding="utf-8")
     print(f"report: {report}")
