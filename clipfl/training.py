@@ -31,7 +31,8 @@ def _flush_denormals() -> None:
 
     Training produces subnormals (below 1.2e-38) in activations and gradients, and x86 computes with
     them many times slower: VGG-9's fit of 512 CIFAR-10 images went from 1.5 s to 9 s of CPU by its
-    third repetition without this, and a live straggler's emulated slowdown multiplied the slow time. Every fit and evaluation runs it first, so every driver and the simulator get it.
+    third repetition without this, and a live straggler's emulated slowdown multiplied the slow time.
+    Every fit and evaluation runs it first, so every driver and the simulator get it.
     """
     torch.set_flush_denormal(True)
 
