@@ -1,8 +1,10 @@
-"""Local training's arithmetic: subnormal floats are flushed to zero in every fit and evaluation.
+"""Local training's arithmetic: subnormal floats are flushed to zero while a fit or an evaluation runs,
+and IEEE arithmetic is back after it.
 
-Without it, VGG-9's fit of 512 CIFAR-10 images slowed from 1.5 s to 9 s of CPU within three
+Without the flush, VGG-9's fit of 512 CIFAR-10 images slowed from 1.5 s to 9 s of CPU within three
 repetitions (subnormal activations and gradients), and a live straggler's emulated slowdown multiplied
-the slow time; the simulator's cost model measured the slow fits as the model's speed.
+the slow time; the simulator's cost model measured the slow fits as the model's speed. Left on, the
+mode would break IEEE arithmetic for the rest of the process (the codec, the aggregation, Hypothesis).
 """
 
 from __future__ import annotations
@@ -24,16 +26,30 @@ def _survives() -> bool:
     return float(torch.tensor([SUBNORMAL], dtype=torch.float32) * 1.0) != 0.0
 
 
+class _Probe(nn.Module):
+    """A linear model that notes, at each forward pass, whether subnormals survived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(_survives())
+        return self.linear(x)
+
+
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     fit(model, x, y, TrainSettings(epochs=1, batch_size=4, lr=0.1, optimizer="sgd", momentum=0.0), seed=0)
 
 
 @pytest.mark.parametrize("run", [_fit, evaluate], ids=["fit", "evaluate"])
-def test_fit_and_evaluate_flush_subnormals_to_zero(run: Callable[..., object]) -> None:
+def test_subnormals_are_flushed_during_a_fit_or_evaluation_and_only_then(run: Callable[..., object]) -> None:
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU has no flush-to-zero mode (torch.set_flush_denormal is x86-only)")
     assert _survives()  # the control: with the mode off, IEEE arithmetic keeps the subnormal
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 2))
+    model = _Probe()
     run(model, torch.randn(8, 3), torch.tensor([0, 1] * 4))
-    assert not _survives()
+    assert model.seen and not any(model.seen)  # flushed in every forward pass
+    assert _survives()  # and IEEE again afterwards

@@ -3,7 +3,8 @@
 What it measures, each on one thread with the thread's CPU clock (``time.thread_time``), so that time
 spent waiting for a core does not count, and with the very functions the live federation calls. Other
 work still slows the thread while it runs (shared caches, a sibling hyperthread): it refuses to measure
-a busy machine. A figure is the median of repeated calls, as a call now and then takes twice its time:
+a busy machine. A figure is the median of repeated calls, as a call now and then takes far longer.
+It measures:
 
 * per model, the speed of local training (``clipfl.training.fit``, one torch thread, as one live
   client trains) in training MACs per second, and of evaluation in forward MACs per second;
