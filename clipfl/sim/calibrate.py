@@ -32,7 +32,7 @@ import torch
 from clipfl.clip import UnitLayout, build_submodel, flop_ratio, forward_macs, select_ordered
 from clipfl.config import DEFAULT_MODELS
 from clipfl.data import load_dataset, to_tensors
-from clipfl.errors import ClipflError
+from clipfl.errors import ClipflError, ConfigError
 from clipfl.models import build_model
 from clipfl.secagg import REAL, FixedPoint, shamir
 from clipfl.secagg import keys as K
@@ -124,9 +124,18 @@ def _model_speeds(model_name: str, data_dir: str | None, samples: int) -> tuple[
     return 1 / float(per_mac), per_step / float(per_mac), infer, worst
 
 
-def calibrate(models: Sequence[str], *, data_dir: str | None = None, samples: int = 512) -> CostModel:
-    """Measure every figure of a ``CostModel`` on this machine."""
+def calibrate(
+    models: Sequence[str], *, data_dir: str | None = None, samples: int = 512, busy_ok: bool = False
+) -> CostModel:
+    """Measure every figure of a ``CostModel`` on this machine; ``ConfigError`` when other work keeps
+    more than ``BUSY_LOAD`` cores busy, unless ``busy_ok``."""
     load = busy_cores()
+    if load > BUSY_LOAD and not busy_ok:
+        raise ConfigError(
+            f"the machine is busy ({load:.2f} cores in use by other work): it slows the measured CPU "
+            "time too, and every simulation made with this cost model would run too slow; measure on "
+            "an idle machine, or pass --busy-ok"
+        )
     torch.set_num_threads(1)
     train, overhead, infer, error = {}, {}, {}, {}
     for name in models:
@@ -203,18 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--busy-ok", action="store_true", help="measure even when other work keeps the machine busy"
     )
     args = parser.parse_args(argv)
-    load = busy_cores()
-    if load > BUSY_LOAD and not args.busy_ok:
-        print(
-            f"clipfl.sim.calibrate: error: the machine is busy ({load:.2f} cores in use by other work): "
-            "it slows the measured CPU time too, and every simulation made with this cost model would "
-            "run too slow; measure on an idle machine, or pass --busy-ok",
-            file=sys.stderr,
-        )
-        return 2
     try:
         model = calibrate(
-            [m for m in args.models.split(",") if m], data_dir=args.data_dir, samples=args.samples
+            [m for m in args.models.split(",") if m],
+            data_dir=args.data_dir,
+            samples=args.samples,
+            busy_ok=args.busy_ok,
         )
     except ClipflError as exc:
         print(f"clipfl.sim.calibrate: error: {exc}", file=sys.stderr)
