@@ -37,7 +37,7 @@ def _subnormals_flushed() -> Iterator[None]:
     them many times slower: VGG-9's fit of 512 CIFAR-10 images went from 1.5 s to 9 s of CPU by its
     third repetition without this, and a live straggler's emulated slowdown multiplied the slow time.
     The mode is the thread's processor state, so it is switched off again: the rest of the process
-    (the codec, the aggregation) keeps IEEE arithmetic.
+    (the codec, the aggregation) keeps IEEE arithmetic. Used as a decorator of ``fit`` and ``evaluate``.
     """
     torch.set_flush_denormal(True)
     try:
@@ -52,17 +52,11 @@ def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum)
 
 
+@_subnormals_flushed()
 def fit(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, *, seed: int
 ) -> FitResult:
     """Train ``model`` in place for ``settings.epochs`` epochs over ``(x, y)``."""
-    with _subnormals_flushed():
-        return _fit(model, x, y, settings, seed=seed)
-
-
-def _fit(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, *, seed: int
-) -> FitResult:
     cpu_start = time.thread_time()
     generator = torch.Generator().manual_seed(seed)
     optimizer = _optimizer(model, settings)
@@ -85,15 +79,11 @@ def _fit(
 
 
 @torch.no_grad()
+@_subnormals_flushed()
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
 ) -> tuple[float, float]:
     """``(mean cross-entropy loss, accuracy in [0, 1])`` of ``model`` on ``(x, y)``."""
-    with _subnormals_flushed():
-        return _evaluate(model, x, y, batch_size)
-
-
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss, correct = 0.0, 0
