@@ -118,7 +118,7 @@ def render(result: Mapping[str, Any]) -> str:
         lines.append(
             f"| {r['strategy']} | {r['seed']} | {_f(a['mean_round_seconds'], '.3f')} | "
             f"{_f(b['mean_round_seconds'], '.3f')} | {_f(r['round_time_ratio'], '.3f')} | "
-            f"{_f(r.get('fit_time_ratio'), '.3f')} | "
+            f"{_f(r['fit_time_ratio'], '.3f')} | "
             f"{_f(a['straggler_keep_ratio'], '.3f')} | {_f(b['straggler_keep_ratio'], '.3f')} | "
             f"{' '.join(f'{x:.3f}' for x in a['accuracy'])} | {' '.join(f'{x:.3f}' for x in b['accuracy'])} |"
         )
