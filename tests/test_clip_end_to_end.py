@@ -50,7 +50,7 @@ def _launch(run_dir: Path, *flags: str) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_the_straggler_prunes_from_the_third_round_and_accuracy_holds(tmp_path: Path) -> None:
+def test_the_straggler_prunes_from_the_second_round_and_accuracy_holds(tmp_path: Path) -> None:
     clip = _launch(tmp_path / "clip", "--mitigation", "clip")
     none = _launch(tmp_path / "none", "--mitigation", "none")
     rows = {i: read_jsonl(tmp_path / "clip" / f"client-{i}.jsonl") for i in range(5)}
@@ -67,14 +67,14 @@ def test_the_straggler_prunes_from_the_third_round_and_accuracy_holds(tmp_path: 
                 "units_dropped_invariant",
                 "emulation_overrun",
             } <= set(r)
-            if i in slow and r["round"] >= 3:
+            if i in slow and r["round"] >= 2:  # round 1 measures, its reports arrive before round 2
                 assert r["straggler"] and 0.5 <= r["keep_ratio"] < 1 and r["units_dropped"] > 0
                 assert r["units_dropped_invariant"] <= r["units_dropped"]
             else:
                 assert r["keep_ratio"] == 1.0 and r["units_dropped"] == 0
     assert abs(clip["final_accuracy"] - none["final_accuracy"]) < 0.06, (clip, none)
     metrics = read_jsonl(tmp_path / "clip" / "metrics.jsonl")
-    assert all(m["mean_keep_ratio"] < 1 for m in metrics[2:])
+    assert all(m["mean_keep_ratio"] < 1 for m in metrics[1:])
     # what the server records is only what the secure sum reveals: no client timing in the clear
     for m in metrics:
         assert not {"fit_seconds", "download_seconds", "upload_seconds", "predicted_fit_seconds"} & set(m)

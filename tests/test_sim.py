@@ -116,6 +116,19 @@ def test_a_slow_device_prunes_under_clip(tmp_path: Path) -> None:
     assert slow[-1]["fit_seconds"] < slow[0]["fit_seconds"]
 
 
+@pytest.mark.parametrize("secagg", ["secagg", "secagg+"])
+def test_under_secure_aggregation_pruning_starts_in_round_two(secagg: str, tmp_path: Path) -> None:
+    """Round 1 measures; round 2's plan already holds every peer's round-1 report: the reports travel
+    sealed as soon as a client's upload is receipted (in the round they describe), not with the next
+    round's keys, which come after that round's plan."""
+    config = _config(clients=5, mitigation="clip", secagg=secagg)
+    fleet = straggler_fleet(5, base_speed=SPEED, slowdown=4.0, straggler_ids=[0], straggler_slowdown=6.0)
+    simulate(config, fleet, run_dir=tmp_path, cost_model=COSTS)
+    slow = read_jsonl(tmp_path / "client-0.jsonl")
+    assert [row["straggler"] for row in slow] == [False, True, True]
+    assert [row["keep_ratio"] < 1.0 for row in slow] == [False, True, True]
+
+
 def test_a_network_stragglers_transfers_take_size_over_rate_plus_latency(tmp_path: Path) -> None:
     up, down, latency = 2e6, 8e6, 0.01
     fleet = straggler_fleet(3, base_speed=SPEED)

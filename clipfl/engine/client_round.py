@@ -36,7 +36,7 @@ from clipfl.messages import (
     TimingRelay,
     Welcome,
 )
-from clipfl.secagg import REAL, KeysBroadcast, MaskedInput, Primitives, RoundSetup, SecAggConfig
+from clipfl.secagg import REAL, MaskedInput, Primitives, RoundSetup, SecAggConfig
 from clipfl.settings import CodecParams, RunSettings, TrainSettings
 from clipfl.trainer import LocalTrainer, TrainOutput
 from clipfl.wire import Message
@@ -310,10 +310,6 @@ class ClientEngine:
         if self._pruner is not None:
             for private in secure.received_private():
                 self._pruner.receive_report(private.sender, private.payload)
-            if isinstance(msg, KeysBroadcast):
-                report = self._pruner.report(msg.round)
-                if report is not None:  # sealed on the client-to-client channel
-                    secure.client.send_private_to_all(report)
 
     def _start_secure(self) -> None:
         """Join the round's secure aggregation once both its setup and its ``FitIns`` are here."""
@@ -348,6 +344,7 @@ class ClientEngine:
         )
         if self._pruner is not None:
             self._pruner.record(timing)
+            self._send_report(clock.round)
         self.rounds_done.append(clock.round)
         self._rows.append(
             {
@@ -363,6 +360,19 @@ class ClientEngine:
             }
         )
         self._clock = None
+
+    def _send_report(self, round_number: int) -> None:
+        """Under secure aggregation, tell the peers this round's timing as soon as it is complete (the
+        upload's receipt), sealed on the client-to-client channel: the round stays open for unmasking
+        after the last upload, so every peer's report arrives before the next round's plan. (In the
+        clear the report goes at the next ``RoundStart``: there the last upload closes the round.)"""
+        secure = self._secure
+        assert self._pruner is not None
+        if secure is None or secure.round != round_number:
+            return
+        report = self._pruner.report(round_number + 1)
+        if report is not None:
+            secure.client.send_private_to_all(report)
 
     # -------------------------------------------------------------------------------- sending
 
