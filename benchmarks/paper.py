@@ -56,6 +56,7 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.report import BASELINE, IDEAL, RunRecord, load_run, mean_keep_ratio, run_figures
 from benchmarks.scenario import BandwidthSpec, Scenario, load_scenario
+from clipfl.clip import DEFAULT_MIN_KEEP_RATIO
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.sim import BACKENDS, SECAGG_COSTS
 
@@ -143,6 +144,63 @@ def _own_accuracy(record: RunRecord, ids: Sequence[int]) -> float | None:
     return sum(float(r["accuracy"]) * int(r["samples"]) for r in rows) / samples if samples else None
 
 
+PRUNING = ("random", "ordered", "clip-compute", "clip")
+"""The strategies whose stragglers plan with CLIP's planner and train sub-models (their diagnostics)."""
+
+
+def pruning_diagnostics(record: RunRecord, ids: Sequence[int], warmup_rounds: int) -> dict[str, Any]:
+    """Why a pruning strategy is as fast as it is, from its stragglers' own records (issue 12's list):
+
+    * ``first_pruned_round``: the first round any straggler trained a sub-model (None: never);
+    * over the stragglers' timed rounds that trained a sub-model: ``at_floor``, the share at the
+      minimum keep ratio (the straggler wanted to prune more than it may); ``fit_over_predicted``, the
+      median of fit / the planner's predicted fit - 1 (the prediction error; > 0: slower than
+      predicted); ``over_target``, the share whose client time (download + fit + upload; the fit alone
+      for ``clip-compute``, whose target leaves the network out) exceeded the round target T*; and
+      ``invariant_share``, the invariant units among those dropped (the rest is random fill).
+    """
+    config = record.path / "config.json"
+    floor = (
+        float(json.loads(config.read_text(encoding="utf-8")).get("min_keep_ratio", DEFAULT_MIN_KEEP_RATIO))
+        if config.exists()
+        else DEFAULT_MIN_KEEP_RATIO
+    )
+    rows = [r for c in ids for r in record.clients.get(c, ())]
+    pruned_rounds = [int(r["round"]) for r in rows if float(r.get("keep_ratio", 1.0)) < 1.0]
+    timed = [r for r in rows if int(r["round"]) > warmup_rounds and float(r.get("keep_ratio", 1.0)) < 1.0]
+    predicted = [r for r in timed if r.get("predicted_fit_seconds")]
+    targeted = [r for r in timed if r.get("target_seconds") is not None]
+    network = record.strategy != "clip-compute"
+
+    def client_time(r: Mapping[str, Any]) -> float:
+        fit = float(r["fit_seconds"])
+        return fit + float(r["download_seconds"]) + float(r["upload_seconds"]) if network else fit
+
+    dropped = sum(int(r.get("units_dropped", 0)) for r in timed)
+    return {
+        "first_pruned_round": min(pruned_rounds) if pruned_rounds else None,
+        "pruned_rounds": len(timed),
+        "at_floor": sum(float(r["keep_ratio"]) <= floor + 1e-9 for r in timed) / len(timed)
+        if timed
+        else None,
+        "fit_over_predicted": statistics.median(
+            float(r["fit_seconds"]) / float(r["predicted_fit_seconds"]) - 1 for r in predicted
+        )
+        if predicted
+        else None,
+        "over_target": sum(client_time(r) > float(r["target_seconds"]) * (1 + 1e-9) for r in targeted)
+        / len(targeted)
+        if targeted
+        else None,
+        "invariant_share": sum(int(r.get("units_dropped_invariant", 0)) for r in timed) / dropped
+        if dropped
+        else None,
+    }
+
+
+DIAGNOSTICS = ("first_pruned_round", "at_floor", "fit_over_predicted", "over_target", "invariant_share")
+
+
 def _spread(values: Sequence[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None and math.isfinite(v)]
     if not present:
@@ -176,6 +234,10 @@ def paper_table(scenario: Scenario, records: Sequence[RunRecord]) -> dict[str, A
                 "straggler_own_accuracy": _own_accuracy(record, ids),
                 "stragglers": ids,
             }
+            if strategy in PRUNING:
+                per_seed[strategy][seed]["diagnostics"] = pruning_diagnostics(
+                    record, ids, scenario.warmup_rounds
+                )
     table: dict[str, Any] = {}
     order = [s for s in STRATEGIES if s in per_seed] + sorted(set(per_seed) - set(STRATEGIES))
     for strategy in order:
@@ -201,6 +263,10 @@ def paper_table(scenario: Scenario, records: Sequence[RunRecord]) -> dict[str, A
             "straggler_own_accuracy": _spread([r["straggler_own_accuracy"] for r in rows.values()]),
             "per_seed": {str(seed): row for seed, row in sorted(rows.items())},
         }
+        if strategy in PRUNING:
+            table[strategy]["diagnostics"] = {
+                key: _spread([r["diagnostics"][key] for r in rows.values()]) for key in DIAGNOSTICS
+            }
     return {"targets": {str(s): t for s, t in sorted(targets.items())}, "strategies": table}
 
 
@@ -293,6 +359,30 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
                 f"| {_fmt(row['straggler_own_accuracy'], '.4f')} "
                 f"| {row['target_reached']}/{len(row['seeds'])} |"
             )
+        diagnosed = {
+            k: v["diagnostics"] for k, v in pair["table"]["strategies"].items() if "diagnostics" in v
+        }
+        if diagnosed:
+            lines += [
+                "",
+                "Why the pruning strategies are as fast as they are (the stragglers' timed rounds that "
+                "trained a sub-model): the first round any straggler pruned; the share of those rounds at "
+                "the minimum keep ratio; the fit over the planner's prediction - 1; the share whose client "
+                "time exceeded the round target; the invariant units among those dropped (the rest is "
+                "random fill).",
+                "",
+                "| strategy | first pruned round | at the keep-ratio floor | fit / predicted - 1 "
+                "| over the target | invariant share of dropped units |",
+                "|---|---|---|---|---|---|",
+            ]
+            for name, d in diagnosed.items():
+                lines.append(
+                    f"| {name} | {_fmt(d['first_pruned_round'], '.0f')} "
+                    f"| {_fmt(d['at_floor'], '.0f', 100, ' %')} "
+                    f"| {_fmt(d['fit_over_predicted'], '+.1f', 100, ' %')} "
+                    f"| {_fmt(d['over_target'], '.0f', 100, ' %')} "
+                    f"| {_fmt(d['invariant_share'], '.0f', 100, ' %')} |"
+                )
         goal = pair["goal"]
         if goal.get("complete"):
             lines += [

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.paper import STRATEGIES, drawn_variant, goal_check, main, pair_scenario, paper_table
+from benchmarks.paper import (
+    STRATEGIES,
+    drawn_variant,
+    goal_check,
+    main,
+    pair_scenario,
+    paper_table,
+    pruning_diagnostics,
+)
 from benchmarks.report import RunRecord
 from benchmarks.scenario import load_scenario
 
@@ -100,6 +108,44 @@ def test_a_drawn_fleet_names_no_client_and_its_stragglers_are_the_slowest_fifth(
     row = paper_table(drawn, records)["strategies"]["none"]["per_seed"]["0"]
     assert row["stragglers"] == [3]  # ceil(0.2 x 5) = 1 client: the one with 10 s fits
     assert paper_table(paper, records)["strategies"]["none"]["per_seed"]["0"]["stragglers"] == [3, 7, 11, 15]
+
+
+def _straggler_row(rnd: int, keep: float, fit: float, predicted: float | None, target: float | None) -> dict:
+    dropped = round(10 * (1 - keep))
+    return {
+        "round": rnd,
+        "keep_ratio": keep,
+        "download_seconds": 0.5,
+        "fit_seconds": fit,
+        "upload_seconds": 0.5,
+        "predicted_fit_seconds": predicted,
+        "target_seconds": target,
+        "units_dropped": dropped,
+        "units_dropped_invariant": dropped // 2,
+    }
+
+
+@pytest.mark.parametrize(("strategy", "over"), [("clip", 1.0), ("clip-compute", 0.5)])
+def test_the_diagnostics_say_when_pruning_started_and_what_bound_it(
+    tmp_path: Path, strategy: str, over: float
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"min_keep_ratio": 0.5}))
+    rows = (
+        _straggler_row(1, 1.0, 8.0, None, None),  # the warm-up round: measures, prunes nothing
+        _straggler_row(2, 0.6, 6.0, 4.0, 5.5),  # fit 1.5x the prediction; over the 5.5 s target
+        _straggler_row(3, 0.5, 4.0, 4.0, 4.5),  # at the floor; 5 s in all > 4.5, the fit 4 s is not
+    )
+    record = RunRecord(strategy=strategy, seed=0, path=tmp_path, rounds=(), clients={3: rows, 4: rows[:1]})
+    d = pruning_diagnostics(record, [3], warmup_rounds=1)
+    assert d == {
+        "first_pruned_round": 2,
+        "pruned_rounds": 2,
+        "at_floor": 0.5,
+        "fit_over_predicted": pytest.approx((0.5 + 0.0) / 2),
+        "over_target": over,  # clip counts the whole client time, clip-compute the fit alone
+        "invariant_share": (2 + 2) / (4 + 5),
+    }
+    assert pruning_diagnostics(record, [4], warmup_rounds=1)["first_pruned_round"] is None
 
 
 def test_bad_choices_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
