@@ -150,7 +150,8 @@ class RunConfig:
     )
     min_samples: int = field(default=10, metadata=_opt("fewest train samples a client may be given"))
     max_client_samples: int | None = field(
-        default=None, metadata=_opt("cap on a client's local samples (a seeded subset)")
+        default=None,
+        metadata=_opt("cap on a client's local samples, its train and its own test split (seeded subsets)"),
     )
     max_test_samples: int | None = field(
         default=None, metadata=_opt("cap on the server's test samples (a seeded subset)")

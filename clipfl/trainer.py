@@ -86,6 +86,8 @@ def federation_data(run: RunConfig, client_ids: list[int] | None = None) -> dict
         mine = subsample(part.train[client_id], run.max_client_samples, seed=run.seed + client_id)
         x, y = to_tensors(dataset.train, mine)
         local = part.test[client_id] if part.test is not None else None
+        if local is not None:  # its own test split is local data too: capped alike
+            local = subsample(local, run.max_client_samples, seed=run.seed + client_id)
         test_x, test_y = to_tensors(dataset.test, local) if local is not None and len(local) else (None, None)
         shares[client_id] = ClientData(dataset, x, y, test_x, test_y)
     return shares

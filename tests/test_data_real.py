@@ -133,3 +133,23 @@ def test_shakespeare_tff_contract(cache: Path, load: Any) -> None:
     assert ds.train.x.shape == (2256123, 80) and int(ds.train.y.max()) < 81
     part = make_partition(ds, "natural", 20, seed=0)
     assert part.test is not None and len(part) == 20
+
+
+def test_max_client_samples_caps_a_clients_own_test_split_too() -> None:
+    """A natural partition's local test split is the client's data as much as its train split: the
+    preset's cap bounds both (Shakespeare's roles hold thousands of test windows each)."""
+    _need("femnist/femnist_leaf_union_300w.npz")
+    from clipfl.config import RunConfig
+    from clipfl.trainer import federation_data
+
+    common = dict(dataset="femnist", data_dir=str(ROOT), partition="natural", clients=4, pick="largest")
+    full = federation_data(RunConfig(**common))  # type: ignore[arg-type]
+    capped = federation_data(RunConfig(**common, max_client_samples=12))  # type: ignore[arg-type]
+    sizes = []
+    for cid, share in full.items():
+        assert share.test_y is not None and capped[cid].test_y is not None
+        sizes.append(len(share.test_y))
+        assert len(capped[cid].test_y) == min(12, len(share.test_y)) and len(capped[cid].y) == 12
+        rows = {tuple(x.flatten().tolist()) for x in share.test_x}
+        assert all(tuple(x.flatten().tolist()) in rows for x in capped[cid].test_x)  # a subset of its own
+    assert max(sizes) > 12  # the cap bound
