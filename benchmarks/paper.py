@@ -95,14 +95,49 @@ def drawn_variant(scenario: Scenario) -> Scenario:
     )
 
 
+def sample_caps(text: str | None, workloads: Sequence[str]) -> dict[str, int]:
+    """``--max-client-samples``: ``N`` for every workload, or ``workload=N,...`` for some."""
+    if text is None or not text.strip():
+        return {}
+    caps: dict[str, int] = {}
+    for item in text.split(","):
+        name, _, value = item.rpartition("=")
+        name = name.strip()
+        if name and name not in WORKLOADS:
+            raise ConfigError(
+                f"--max-client-samples: unknown workload {name!r}; known: {', '.join(WORKLOADS)}"
+            )
+        try:
+            cap = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"--max-client-samples: {item.strip()!r} is not N or WORKLOAD=N (e.g. shakespeare=250)"
+            ) from None
+        if cap < 1:
+            raise ConfigError(f"--max-client-samples must be >= 1, got {cap}")
+        caps.update({name: cap} if name else dict.fromkeys(workloads, cap))
+    return caps
+
+
 def pair_scenario(
-    workload: str, fleet: str, seeds: int, max_client_samples: int | None = None, rounds: int | None = None
+    workload: str,
+    fleet: str,
+    seeds: int,
+    max_client_samples: int | None = None,
+    rounds: int | None = None,
+    slowdown: float | None = None,
 ) -> Scenario:
     """``paper-<workload>`` on ``fleet``, with ``seeds`` seeds; ``max_client_samples`` shrinks the data,
-    ``rounds`` the run (smoke tests only: a shortened run says nothing about time to target)."""
+    ``rounds`` the run (smoke tests only: a shortened run says nothing about time to target),
+    ``slowdown`` replaces the base compute slowdown (every device slower alike; the stragglers' multiple
+    stays)."""
     scenario = load_scenario(f"paper-{workload}").with_seeds(seeds)
     if rounds is not None:
         scenario = scenario.with_rounds(rounds)
+    if slowdown is not None:
+        scenario = dataclasses.replace(
+            scenario, devices=dataclasses.replace(scenario.devices, slowdown=slowdown)
+        )
     if max_client_samples is not None:
         federation = dict(scenario.federation)
         federation["max_client_samples"] = max_client_samples
@@ -340,6 +375,7 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
                 if pair["max_client_samples"]
                 else ""
             )
+            + (f", base slowdown {pair['slowdown']:g}x (overridden)" if pair.get("slowdown_override") else "")
             + f". Runs: {pair['runs_ok']} of {pair['runs_planned']} planned"
             + (f" (missing: {', '.join(pair['missing'])})" if pair["missing"] else "")
             + ". Targets: "
@@ -520,8 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
     parser.add_argument(
         "--max-client-samples",
-        type=int,
-        help="shrink every client's data to at most this many samples (say so in the table; default: none)",
+        help="shrink every client's data to at most this many samples, for every workload (N) or per "
+        "workload (shakespeare=250,cifar10=64); the table says so (default: none)",
+    )
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        help="override the base compute slowdown (a live check: fits emulated long enough that this "
+        "machine's contention does not overrun them; the table says so)",
     )
     parser.add_argument("--rounds", type=int, help="override the rounds (smoke tests only)")
     parser.add_argument(
@@ -561,8 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         strategies = _split(args.strategies, STRATEGIES, "strategies")
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-        if args.max_client_samples is not None and args.max_client_samples < 1:
-            raise ConfigError(f"--max-client-samples must be >= 1, got {args.max_client_samples}")
+        caps = sample_caps(args.max_client_samples, workloads)
+        if args.slowdown is not None and not args.slowdown >= 1:
+            raise ConfigError(f"--slowdown must be >= 1, got {args.slowdown:g}")
         if args.engine == "live" and "drawn" in fleets:
             raise ConfigError("--engine live runs the paper fleet only (a drawn fleet has no live emulation)")
         shaping = harness.detect_shaping() if args.engine == "live" else "virtual"
@@ -573,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (
                 w,
                 f,
-                pair_scenario(w, f, args.seeds, args.max_client_samples, args.rounds),
+                pair_scenario(w, f, args.seeds, caps.get(w), args.rounds, args.slowdown),
                 Path(args.runs) / f"{w}-{f}",
             )
             for w in workloads
@@ -618,7 +661,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "clients": scenario.clients,
                 "rounds": scenario.rounds,
                 "secagg": scenario.secagg,
-                "max_client_samples": args.max_client_samples,
+                "max_client_samples": caps.get(workload),
+                "slowdown": scenario.devices.slowdown,
+                "slowdown_override": args.slowdown,
                 "rounds_override": args.rounds,
                 "runs_planned": scenario.seeds * len(strategies),
                 "runs_ok": len(records),

@@ -17,6 +17,7 @@ from benchmarks.paper import (
     pair_scenario,
     paper_table,
     pruning_diagnostics,
+    sample_caps,
 )
 from benchmarks.report import RunRecord
 from benchmarks.scenario import load_scenario
@@ -152,7 +153,25 @@ def test_bad_choices_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--workloads", "mnist", "--report-only"]) == 2
     assert "--workloads: unknown ['mnist']; known: femnist, shakespeare, cifar10" in capsys.readouterr().err
     assert main(["--seeds", "0", "--report-only"]) == 2
-    assert pair_scenario("femnist", "paper", 2, 50, 3).rounds == 3
+    for bad, says in [
+        ("mnist=5", "--max-client-samples: unknown workload 'mnist'"),
+        ("cifar10=many", "--max-client-samples: 'cifar10=many' is not N or WORKLOAD=N"),
+        ("0", "--max-client-samples must be >= 1, got 0"),
+    ]:
+        assert main(["--max-client-samples", bad, "--report-only"]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["--slowdown", "0.5", "--report-only"]) == 2
+    assert "--slowdown must be >= 1, got 0.5" in capsys.readouterr().err
+    scenario = pair_scenario("femnist", "paper", 2, 50, 3, slowdown=25)
+    assert scenario.rounds == 3 and dict(scenario.federation)["max_client_samples"] == 50
+    assert scenario.devices.slowdown == 25 and scenario.stragglers.slowdown == 3  # the multiple stays
+
+
+def test_sample_caps_are_one_for_all_or_per_workload() -> None:
+    all3 = ["femnist", "shakespeare", "cifar10"]
+    assert sample_caps(None, all3) == {} and sample_caps("64", all3) == dict.fromkeys(all3, 64)
+    assert sample_caps("shakespeare=250,cifar10=64", all3) == {"shakespeare": 250, "cifar10": 64}
+    assert sample_caps("100,cifar10=64", all3) == {"femnist": 100, "shakespeare": 100, "cifar10": 64}
 
 
 @pytest.mark.slow
