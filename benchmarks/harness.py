@@ -67,7 +67,7 @@ from benchmarks.report import (
     write_report,
 )
 from benchmarks.scenario import SECAGG_MODES, STRATEGIES, Scenario, load_scenario
-from benchmarks.simulated import SIM_SHAPING, simulate_run
+from benchmarks.simulated import SIM_SHAPING, kept_run_differs, simulate_run
 from clipfl import load_cost_model
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.shaping import cleanup_stale, require_root_netns
@@ -381,6 +381,20 @@ def _results(
     return results, records
 
 
+def _check_kept_runs(plans: Sequence[RunPlan], scenario: Scenario, sim: SimOptions) -> None:
+    """Before anything runs: every finished run a resumed simulated benchmark would keep is the run it
+    would make now; one made with other settings (samples, devices, cost model) is refused, not mixed in."""
+    costs = load_cost_model(sim.cost_model)
+    for plan in plans:
+        if (plan.run_dir / "summary.json").exists():
+            reason = kept_run_differs(scenario, plan.strategy, plan.seed, plan.run_dir, costs)
+            if reason is not None:
+                raise ConfigError(
+                    f"{plan.run_dir} holds a run made with other settings ({reason}): "
+                    "move it away or write this benchmark elsewhere"
+                )
+
+
 async def run_benchmark(
     scenario: Scenario,
     strategies: Sequence[str],
@@ -406,6 +420,8 @@ async def run_benchmark(
         + (f"shaping {shaping}, " if engine == "live" else "")
         + f"base slowdown {scenario.devices.slowdown:g}x, writing to {out_dir}"
     )
+    if resume and engine == "sim":
+        _check_kept_runs(plans, scenario, sim)
     outcomes: list[RunOutcome] = []
     interrupted = True
     backend = fit_backend(sim.backend, address=sim.ray_address) if engine == "sim" else None

@@ -14,6 +14,7 @@ the live one writes (``metrics.jsonl``, ``client-<id>.jsonl``, ``summary.json``,
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from clipfl import (
 from clipfl.shaping import parse_rate
 from clipfl.sim import CostModel, FitBackend, choose_stragglers
 
-__all__ = ["SIM_SHAPING", "run_config_of", "scenario_fleet", "simulate_run"]
+__all__ = ["SIM_SHAPING", "kept_run_differs", "run_config_of", "scenario_fleet", "simulate_run"]
 
 SIM_SHAPING = "virtual: links simulated from encoded message sizes (FIFO per link, no contention)"
 """What ``results.json`` says for ``shaping`` under ``--engine sim``: no link was shaped."""
@@ -125,3 +126,42 @@ def simulate_run(
         device=device,
         secagg_cost=secagg_cost,
     )
+
+
+def _first_difference(made: Any, asked: Any, path: str = "") -> str | None:
+    if isinstance(made, dict) and isinstance(asked, dict):
+        for key in sorted(set(made) | set(asked)):
+            found = _first_difference(made.get(key), asked.get(key), f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    return None if made == asked else f"{path} was {made!r}, this benchmark's is {asked!r}"
+
+
+def kept_run_differs(
+    scenario: Scenario, strategy: str, seed: int, run_dir: Path, costs: CostModel
+) -> str | None:
+    """Why a finished simulated run in ``run_dir`` is not the one this scenario would make now (its
+    configuration, its devices or the cost model differ), or ``None``: what a resumed benchmark checks
+    before it keeps a run. The data directory and the secure-aggregation cost mode (``real`` and
+    ``model`` give the same results) may differ."""
+    try:
+        made_config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        made_sim = json.loads((run_dir / "simulation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"not a simulated run ({exc.__class__.__name__}: {exc})"
+    config = run_config_of(scenario, strategy, seed)
+    asked_config = json.loads(json.dumps({**dataclasses.asdict(config), "model": config.model_name}))
+    made_config.pop("data_dir", None)
+    asked_config.pop("data_dir", None)
+    devices = scenario_fleet(scenario, strategy, config, costs)
+    asked_sim = json.loads(
+        json.dumps(
+            {
+                "devices": {str(i): dataclasses.asdict(d) for i, d in sorted(devices.items())},
+                "cost_model": costs.to_json(),
+            }
+        )
+    )
+    made = {"config": made_config, **{k: made_sim.get(k) for k in asked_sim}}
+    return _first_difference(made, {"config": asked_config, **asked_sim})

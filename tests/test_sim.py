@@ -99,6 +99,35 @@ def test_benchmarks_over_disjoint_strategies_share_one_timing_file(tmp_path: Pat
     assert set(walls) == {(0, "none"), (0, "clip")} and all(w > 0 for w in walls.values())
 
 
+def test_a_resumed_benchmark_refuses_a_run_made_with_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept run must be the run the benchmark would make now: one made with fewer samples or slower
+    devices is refused in one line before anything runs, never mixed into the table."""
+    toml = tmp_path / "tiny.toml"
+    body = (
+        'target_accuracy = 0.5\nsecagg = "off"\n'
+        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2\nlocal_epochs = 1\n{extra}'
+        "[devices]\nslowdown = {slowdown}\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
+    )
+    out = tmp_path / "out"
+    argv = ["--scenario", str(toml), "--strategies", "none", "--out", str(out)]
+    toml.write_text(body.format(extra="", slowdown=2.0))
+    assert harness.main(argv) == 0
+    assert harness.main([*argv, "--resume"]) == 0  # the same settings: kept
+    assert "kept from an earlier run" in capsys.readouterr().out
+    before = (out / "runs" / "seed-0" / "none" / "metrics.jsonl").read_bytes()
+    for extra, slowdown, says in [
+        ("max_client_samples = 50\n", 2.0, "config.max_client_samples was None, this benchmark's is 50"),
+        ("", 4.0, "devices.0.macs_per_second was"),
+    ]:
+        toml.write_text(body.format(extra=extra, slowdown=slowdown))
+        assert harness.main([*argv, "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert "holds a run made with other settings" in err and says in err, err
+    assert (out / "runs" / "seed-0" / "none" / "metrics.jsonl").read_bytes() == before  # nothing lost
+
+
 def test_a_slow_device_prunes_under_clip(tmp_path: Path) -> None:
     """DESIGN.md section 5: the client whose device is 6x slower finds itself a straggler and prunes."""
     config = _config(clients=5, mitigation="clip", secagg="secagg")
