@@ -31,7 +31,7 @@ from clipfl import (
     straggler_fleet,
 )
 from clipfl.shaping import parse_rate
-from clipfl.sim import CostModel, FitBackend, choose_stragglers
+from clipfl.sim import CostModel, FitBackend, choose_stragglers, config_record, devices_record
 
 __all__ = ["SIM_SHAPING", "kept_run_differs", "run_config_of", "scenario_fleet", "simulate_run"]
 
@@ -151,17 +151,10 @@ def kept_run_differs(
     except (OSError, ValueError) as exc:
         return f"not a simulated run ({exc.__class__.__name__}: {exc})"
     config = run_config_of(scenario, strategy, seed)
-    asked_config = json.loads(json.dumps({**dataclasses.asdict(config), "model": config.model_name}))
+    asked_config = json.loads(json.dumps(config_record(config)))  # as the file reads back
     made_config.pop("data_dir", None)
     asked_config.pop("data_dir", None)
     devices = scenario_fleet(scenario, strategy, config, costs)
-    asked_sim = json.loads(
-        json.dumps(
-            {
-                "devices": {str(i): dataclasses.asdict(d) for i, d in sorted(devices.items())},
-                "cost_model": costs.to_json(),
-            }
-        )
-    )
+    asked_sim = json.loads(json.dumps({"devices": devices_record(devices), "cost_model": costs.to_json()}))
     made = {"config": made_config, **{k: made_sim.get(k) for k in asked_sim}}
     return _first_difference(made, {"config": asked_config, **asked_sim})

@@ -93,7 +93,7 @@ def simulate(
             secagg_cost=secagg_cost,
         )
         if rd is not None:
-            rd.write_json("config.json", {**dataclasses.asdict(config), "model": config.model_name})
+            rd.write_json("config.json", config_record(config))
         summary = federation.run()
     finally:
         torch.set_num_threads(threads)
@@ -105,7 +105,7 @@ def simulate(
         rd.write_json(
             "simulation.json",
             {
-                "devices": {str(i): dataclasses.asdict(d) for i, d in sorted(devices.items())},
+                "devices": devices_record(devices),
                 "server_bps": server_bps,
                 "secagg_cost": secagg_cost,
                 "cost_model": costs.to_json(),
@@ -116,6 +116,16 @@ def simulate(
         if local:
             rd.write_json("local_accuracy.json", local)
     return summary
+
+
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """What a simulated run's ``config.json`` holds: the configuration and the model it resolves to."""
+    return {**dataclasses.asdict(config), "model": config.model_name}
+
+
+def devices_record(devices: Mapping[int, DeviceProfile]) -> dict[str, Any]:
+    """The ``devices`` of a simulated run's ``simulation.json``: each client's profile by its id."""
+    return {str(i): dataclasses.asdict(d) for i, d in sorted(devices.items())}
 
 
 def protocol_shares(config: RunConfig, samples: int | None = None) -> dict[int, ClientData]:
