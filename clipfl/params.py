@@ -82,8 +82,11 @@ def state_of(module: torch.nn.Module) -> State:
 
 
 def load_state(module: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
-    """Copy ``state`` into the module's float tensors in place (integer buffers untouched)."""
+    """Copy ``state`` into the module's float tensors in place (integer buffers untouched).
+
+    ``torch.tensor`` copies, so arrays decoded read-only from a message load without PyTorch's
+    non-writable-array warning (``torch.from_numpy`` would share their memory)."""
     own = module.state_dict()
     with torch.no_grad():
         for name, value in state.items():
-            own[name].copy_(torch.from_numpy(np.asarray(value)).to(own[name].dtype))
+            own[name].copy_(torch.tensor(np.asarray(value), dtype=own[name].dtype))
