@@ -96,6 +96,31 @@ def test_the_stragglers_own_accuracy_is_weighted_by_their_local_test_samples(tmp
     assert rows["ideal"]["straggler_own_accuracy"]["median"] is None  # no local_accuracy.json
 
 
+def test_the_goal_wants_the_stragglers_own_accuracy_a_point_above_deadlines(tmp_path: Path) -> None:
+    """Checked only where runs have local test splits; met at +1 point, not at +0.5."""
+    scenario = load_scenario("paper-femnist")  # stragglers 3, 7, 11, 15
+
+    def with_local(record: RunRecord, accuracy: float) -> RunRecord:
+        folder = tmp_path / record.strategy
+        folder.mkdir()
+        (folder / "local_accuracy.json").write_text(json.dumps({"3": {"accuracy": accuracy, "samples": 10}}))
+        return RunRecord(record.strategy, record.seed, folder, record.rounds, record.clients)
+
+    ideal, none = _record("ideal", [0.5, 0.8], 2.0), _record("none", [0.5, 0.8], 10.0)
+    clip, deadline = _record("clip", [0.5, 0.8], 3.0, keep=0.5), _record("deadline", [0.5, 0.7], 3.0)
+    key = "stragglers_own_accuracy >= deadline + 1 point"
+    unsplit = goal_check(paper_table(scenario, [ideal, none, clip, deadline]))
+    assert key not in unsplit["met"]  # no local test splits (an IID partition): not part of the goal
+    for theirs, met in ((0.69, True), (0.695, False)):
+        for folder in tmp_path.iterdir():
+            (folder / "local_accuracy.json").unlink()
+            folder.rmdir()
+        records = [ideal, none, with_local(clip, 0.70), with_local(deadline, theirs)]
+        goal = goal_check(paper_table(scenario, records))
+        assert goal["figures"][key] == pytest.approx(100 * (0.70 - theirs))
+        assert goal["met"][key] is met
+
+
 def test_a_drawn_fleet_names_no_client_and_its_stragglers_are_the_slowest_fifth() -> None:
     paper = load_scenario("paper-femnist")
     drawn = drawn_variant(paper)
