@@ -541,7 +541,57 @@ def write_plots(
         fig.tight_layout()
         fig.savefig(out / file, dpi=90)
         plt.close(fig)
-    return [file for file, *_ in _PLOTS]
+    files = [file for file, *_ in _PLOTS]
+    if _plot_straggler_accuracy(plt, pairs, out / STRAGGLER_ACCURACY_PLOT):
+        files.append(STRAGGLER_ACCURACY_PLOT)
+    return files
+
+
+STRAGGLER_ACCURACY_PLOT = "straggler_accuracy.png"
+
+
+def _plot_straggler_accuracy(
+    plt: Any, pairs: Sequence[tuple[str, str, list[RunRecord], Mapping[str, Any]]], path: Path
+) -> bool:
+    """Per strategy, the final model's accuracy on the stragglers' own test splits beside its test
+    accuracy: medians over the seeds, bars from min to max. Drawn for the pairs whose clients have
+    their own splits (natural partitions); False, and no file, when none has."""
+    shown = [
+        (w, f, t)
+        for w, f, _, t in pairs
+        if any(row["straggler_own_accuracy"]["n"] for row in t["strategies"].values())
+    ]
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 4.5), squeeze=False)
+    for ax, (workload, fleet, table) in zip(axes[0], shown, strict=True):
+        names = list(table["strategies"])
+        lowest = min(
+            row[key]["min"]
+            for row in table["strategies"].values()
+            for key in ("straggler_own_accuracy", "final_accuracy")
+            if row[key]["n"]
+        )
+        for offset, (key, label) in enumerate(
+            (("straggler_own_accuracy", "stragglers' own test data"), ("final_accuracy", "test set"))
+        ):
+            spreads = [table["strategies"][n][key] for n in names]
+            xs = [i + 0.4 * offset - 0.2 for i, sp in enumerate(spreads) if sp["n"]]
+            med = [sp["median"] for sp in spreads if sp["n"]]
+            low = [sp["median"] - sp["min"] for sp in spreads if sp["n"]]
+            high = [sp["max"] - sp["median"] for sp in spreads if sp["n"]]
+            ax.bar(xs, med, width=0.4, yerr=[low, high], capsize=3, label=label)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        seeds = max(row["straggler_own_accuracy"]["n"] for row in table["strategies"].values())
+        ax.set_ylim(bottom=max(0.0, lowest - 0.05))  # the differences are points, not tens of points
+        ax.set(ylabel="final accuracy", title=f"{workload}, {fleet} fleet ({seeds} seed(s), min-max)")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize="x-small")
+    fig.suptitle("The stragglers' own accuracy: what each strategy costs the slow clients")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 # ------------------------------------------------------------------------------------------- CLI

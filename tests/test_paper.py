@@ -226,7 +226,9 @@ def test_the_command_runs_the_pairs_resumes_and_writes_the_report(tmp_path: Path
     )
     assert len(local) == 20 and all(0 <= v["accuracy"] <= 1 and v["samples"] > 0 for v in local.values())
     assert results["pairs"][0]["table"]["strategies"]["none"]["straggler_own_accuracy"]["n"] == 1
-    assert all((tmp_path / "out" / p).stat().st_size > 0 for p in ("accuracy_vs_time.png", "round_time.png"))
+    plots = ("accuracy_vs_time.png", "round_time.png", "straggler_keep_ratio.png", "straggler_accuracy.png")
+    assert all((tmp_path / "out" / p).stat().st_size > 0 for p in plots)
+    assert all(f"![{p}]({p})" in report for p in plots)
     # again: every run is kept, none is made twice, and the table is the same
     before = (
         (tmp_path / "runs" / "femnist-drawn" / "runs" / "seed-0" / "clip" / "metrics.jsonl")
