@@ -385,6 +385,13 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
             + (f", base slowdown {pair['slowdown']:g}x (overridden)" if pair.get("slowdown_override") else "")
             + f". Runs: {pair['runs_ok']} of {pair['runs_planned']} planned"
             + (f" (missing: {', '.join(pair['missing'])})" if pair["missing"] else "")
+            + (
+                "; the table uses the seeds with every strategy's run ("
+                + (", ".join(map(str, pair["seeds_used"])) or "none yet")
+                + f"), not {', '.join(pair['runs_unused'])}"
+                if pair.get("runs_unused")
+                else ""
+            )
             + ". Targets: "
             + ", ".join(f"seed {s}: {t:.4f}" for s, t in pair["table"]["targets"].items())
             + ".",
@@ -653,6 +660,20 @@ def _load_pair(
     return records, missing
 
 
+def complete_seeds(
+    records: Sequence[RunRecord], strategies: Sequence[str]
+) -> tuple[list[RunRecord], list[RunRecord]]:
+    """``(used, unused)``: the records of the seeds that have a run of every strategy, and the rest.
+
+    Strategies are compared on the same seeds only: a seed half made (a benchmark still running, or
+    stopped) would otherwise give some rows a median over more seeds than others."""
+    have: dict[int, set[str]] = {}
+    for record in records:
+        have.setdefault(record.seed, set()).add(record.strategy)
+    whole = {seed for seed, names in have.items() if set(strategies) <= names}
+    return [r for r in records if r.seed in whole], [r for r in records if r.seed not in whole]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "python -m benchmarks.paper " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -709,7 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pairs, plotted = [], []
     for workload, fleet, scenario, runs in plan:
-        records, missing = _load_pair(runs, scenario, strategies)
+        kept, missing = _load_pair(runs, scenario, strategies)
+        records, unused = complete_seeds(kept, strategies)
         table = paper_table(scenario, records)
         pairs.append(
             {
@@ -725,8 +747,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "slowdown_override": args.slowdown,
                 "rounds_override": args.rounds,
                 "runs_planned": scenario.seeds * len(strategies),
-                "runs_ok": len(records),
+                "runs_ok": len(kept),
                 "missing": missing,
+                "seeds_used": sorted({r.seed for r in records}),
+                "runs_unused": [f"{r.strategy}/seed {r.seed}" for r in unused],
                 "wall_seconds": sum(harness.recorded_wall_seconds(runs).values()),
                 "table": table,
                 "goal": goal_check(table),

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.paper import (
     STRATEGIES,
+    complete_seeds,
     drawn_variant,
     goal_check,
     main,
@@ -94,6 +95,15 @@ def test_the_stragglers_own_accuracy_is_weighted_by_their_local_test_samples(tmp
     rows = paper_table(scenario, [_record("ideal", [0.5, 0.8], 2.0), none])["strategies"]
     assert rows["none"]["straggler_own_accuracy"]["median"] == pytest.approx((0.5 * 10 + 1.0 * 30) / 40)
     assert rows["ideal"]["straggler_own_accuracy"]["median"] is None  # no local_accuracy.json
+
+
+def test_strategies_are_compared_on_the_seeds_every_one_of_them_has() -> None:
+    made = [("none", 0), ("clip", 0), ("ideal", 0), ("none", 1), ("ideal", 1), ("clip", 2)]
+    records = [RunRecord(strategy=name, seed=seed, path=Path("."), rounds=()) for name, seed in made]
+    used, unused = complete_seeds(records, ["none", "clip", "ideal"])
+    assert [(r.strategy, r.seed) for r in used] == made[:3]
+    assert [(r.strategy, r.seed) for r in unused] == made[3:]
+    assert complete_seeds(records, ["none", "ideal"])[0] == records[:5]
 
 
 def test_the_goal_wants_the_stragglers_own_accuracy_a_point_above_deadlines(tmp_path: Path) -> None:
