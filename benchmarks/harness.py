@@ -80,6 +80,7 @@ __all__ = [
     "RunOutcome",
     "RunPlan",
     "build_parser",
+    "check_kept_runs",
     "detect_shaping",
     "launcher_argv",
     "main",
@@ -381,7 +382,7 @@ def _results(
     return results, records
 
 
-def _check_kept_runs(plans: Sequence[RunPlan], scenario: Scenario, sim: SimOptions) -> None:
+def check_kept_runs(plans: Sequence[RunPlan], scenario: Scenario, sim: SimOptions) -> None:
     """Before anything runs: every finished run a resumed simulated benchmark would keep is the run it
     would make now; one made with other settings (samples, devices, cost model) is refused, not mixed in."""
     costs = load_cost_model(sim.cost_model)
@@ -421,7 +422,7 @@ async def run_benchmark(
         + f"base slowdown {scenario.devices.slowdown:g}x, writing to {out_dir}"
     )
     if resume and engine == "sim":
-        _check_kept_runs(plans, scenario, sim)
+        check_kept_runs(plans, scenario, sim)
     outcomes: list[RunOutcome] = []
     interrupted = True
     backend = fit_backend(sim.backend, address=sim.ray_address) if engine == "sim" else None

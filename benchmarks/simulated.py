@@ -30,6 +30,7 @@ from clipfl import (
     simulate,
     straggler_fleet,
 )
+from clipfl.rundir import as_written
 from clipfl.shaping import parse_rate
 from clipfl.sim import CostModel, FitBackend, choose_stragglers, config_record, devices_record
 
@@ -151,10 +152,10 @@ def kept_run_differs(
     except (OSError, ValueError) as exc:
         return f"not a simulated run ({exc.__class__.__name__}: {exc})"
     config = run_config_of(scenario, strategy, seed)
-    asked_config = json.loads(json.dumps(config_record(config)))  # as the file reads back
+    asked_config = as_written(config_record(config))
     made_config.pop("data_dir", None)
     asked_config.pop("data_dir", None)
     devices = scenario_fleet(scenario, strategy, config, costs)
-    asked_sim = json.loads(json.dumps({"devices": devices_record(devices), "cost_model": costs.to_json()}))
+    asked_sim = as_written({"devices": devices_record(devices), "cost_model": costs.to_json()})
     made = {"config": made_config, **{k: made_sim.get(k) for k in asked_sim}}
     return _first_difference(made, {"config": asked_config, **asked_sim})

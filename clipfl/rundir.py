@@ -28,7 +28,7 @@ import numpy as np
 
 from clipfl.errors import ConfigError
 
-__all__ = ["Checkpoint", "RunDir", "atomic_write_bytes", "load_checkpoint", "read_jsonl"]
+__all__ = ["Checkpoint", "RunDir", "as_written", "atomic_write_bytes", "load_checkpoint", "read_jsonl"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,6 +60,12 @@ def _jsonable(value: Any) -> Any:
 
 def _dumps(obj: Any, **kw: Any) -> str:
     return json.dumps(_jsonable(obj), allow_nan=False, **kw)
+
+
+def as_written(obj: Any) -> Any:
+    """``obj`` as a run directory's JSON file reads back (non-finite floats as None, NumPy scalars as
+    Python's): what a record written now is compared with a record read from disk as."""
+    return json.loads(_dumps(obj))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

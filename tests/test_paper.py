@@ -22,6 +22,7 @@ from benchmarks.paper import (
 )
 from benchmarks.report import RunRecord
 from benchmarks.scenario import load_scenario
+from clipfl.errors import ConfigError
 
 
 def _record(strategy: str, accuracies: list[float], round_seconds: float, keep: float = 1.0) -> RunRecord:
@@ -121,6 +122,8 @@ def test_the_goal_wants_the_stragglers_own_accuracy_a_point_above_deadlines(tmp_
     key = "stragglers_own_accuracy >= deadline + 1 point"
     unsplit = goal_check(paper_table(scenario, [ideal, none, clip, deadline]))
     assert key not in unsplit["met"]  # no local test splits (an IID partition): not part of the goal
+    one_sided = goal_check(paper_table(scenario, [ideal, none, clip, with_local(deadline, 0.5)]))
+    assert one_sided["met"][key] is False and one_sided["figures"][key] is None  # clip's figure missing
     for theirs, met in ((0.69, True), (0.695, False)):
         for folder in tmp_path.iterdir():
             (folder / "local_accuracy.json").unlink()
@@ -207,10 +210,16 @@ def test_sample_caps_are_one_for_all_or_per_workload() -> None:
     assert sample_caps(None, all3) == {} and sample_caps("64", all3) == dict.fromkeys(all3, 64)
     assert sample_caps("shakespeare=250,cifar10=64", all3) == {"shakespeare": 250, "cifar10": 64}
     assert sample_caps("100,cifar10=64", all3) == {"femnist": 100, "shakespeare": 100, "cifar10": 64}
+    assert sample_caps("cifar10=64,100", all3) == sample_caps("100,cifar10=64", all3)  # order is no matter
+    for twice in ("64,100", "cifar10=64,cifar10=100"):
+        with pytest.raises(ConfigError, match="given twice"):
+            sample_caps(twice, all3)
 
 
 @pytest.mark.slow
-def test_the_command_runs_the_pairs_resumes_and_writes_the_report(tmp_path: Path) -> None:
+def test_the_command_runs_the_pairs_resumes_and_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = Path(os.environ.get("CLIPFL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if not (data / "femnist").is_dir():
         pytest.skip(f"the FEMNIST data is not at {data}/femnist (set CLIPFL_DATA)")
@@ -254,3 +263,8 @@ def test_the_command_runs_the_pairs_resumes_and_writes_the_report(tmp_path: Path
     assert before == after
     again = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [p["table"] for p in again["pairs"]] == [p["table"] for p in results["pairs"]]
+    # a report of those runs under other settings is refused, not labelled with the wrong ones
+    other = [*argv[: argv.index("16")], "17", *argv[argv.index("16") + 1 :], "--report-only"]
+    assert main(other) == 2
+    refusal = capsys.readouterr().err
+    assert "other settings (config.max_client_samples was 16, this benchmark's is 17)" in refusal
