@@ -70,6 +70,7 @@ from benchmarks.scenario import SECAGG_MODES, STRATEGIES, Scenario, load_scenari
 from benchmarks.simulated import SIM_SHAPING, kept_run_differs, simulate_run
 from clipfl import load_cost_model
 from clipfl.errors import ClipflError, ConfigError
+from clipfl.rundir import atomic_write_bytes
 from clipfl.shaping import cleanup_stale, require_root_netns
 from clipfl.sim import BACKENDS, SECAGG_COSTS, FitBackend, fit_backend
 from clipfl.trainer import DEVICES, check_device
@@ -441,6 +442,8 @@ async def run_benchmark(
             else:
                 outcome = await run_one(plan, time_limit=scenario.run_timeout, shaping=shaping, say=say)
             outcomes.append(outcome)
+            if engine == "sim":  # as each run ends: an interrupted benchmark keeps its finished runs' times
+                _record_wall_seconds(out_dir, sim, plan, outcome.wall_seconds)
             figures = None
             if outcome.status == "ok":
                 record = load_run(plan.run_dir, strategy=plan.strategy, seed=plan.seed)
@@ -460,25 +463,23 @@ async def run_benchmark(
             cost_model=sim.cost_model,
         )
         report = write_report(results, records, out_dir)
-        if engine == "sim":  # real times, kept out of the reproducible results.json
-            # merged with what the file holds now: invocations over disjoint strategies may share --out
-            walls = recorded_wall_seconds(out_dir)
-            for o in outcomes:
-                if o.message != "resumed" or (o.plan.seed, o.plan.strategy) not in walls:
-                    walls[(o.plan.seed, o.plan.strategy)] = o.wall_seconds
-            timing = [
-                {"seed": seed, "strategy": strategy, "wall_seconds": wall}
-                for (seed, strategy), wall in sorted(walls.items())
-            ]
-            where = {
-                "backend": sim.backend,
-                "device": sim.device,
-                "secagg_cost": sim.secagg_cost,
-                "cpu_count": os.cpu_count(),
-            }
-            (out_dir / "timing.json").write_text(json.dumps({**where, "runs": timing}, indent=2) + "\n")
         say(f"report: {report}")
     return results
+
+
+def _record_wall_seconds(out_dir: Path, sim: SimOptions, plan: RunPlan, seconds: float) -> None:
+    """Add one simulated run's wall time to ``timing.json`` (real times, kept out of the reproducible
+    ``results.json``), merged with what the file holds now: invocations over disjoint strategies may
+    share ``--out``; written whole through a rename, so a reader never sees half a file."""
+    walls = recorded_wall_seconds(out_dir)
+    walls[(plan.seed, plan.strategy)] = seconds
+    timing = [
+        {"seed": seed, "strategy": strategy, "wall_seconds": wall}
+        for (seed, strategy), wall in sorted(walls.items())
+    ]
+    where = {"backend": sim.backend, "device": sim.device, "secagg_cost": sim.secagg_cost}
+    record = {**where, "cpu_count": os.cpu_count(), "runs": timing}
+    atomic_write_bytes(out_dir / "timing.json", (json.dumps(record, indent=2) + "\n").encode())
 
 
 def recorded_wall_seconds(out_dir: Path) -> dict[tuple[int, str], float]:

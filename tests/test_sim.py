@@ -99,6 +99,37 @@ def test_benchmarks_over_disjoint_strategies_share_one_timing_file(tmp_path: Pat
     assert set(walls) == {(0, "none"), (0, "clip")} and all(w > 0 for w in walls.values())
 
 
+def test_an_interrupted_benchmark_keeps_the_wall_time_of_each_run_it_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timing.json is written as each run ends, not when the benchmark does: a benchmark killed during
+    its second run (SIGKILL, no cleanup) has already recorded the first."""
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(
+        'target_accuracy = 0.5\nsecagg = "off"\n'
+        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2\nlocal_epochs = 1\n'
+        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
+    )
+    real = harness.run_simulated
+    calls = []
+    out = tmp_path / "out"
+    on_disk_when_the_second_started = {}
+
+    async def second_is_interrupted(plan: harness.RunPlan, *args: object) -> harness.RunOutcome:
+        calls.append(plan.strategy)
+        if len(calls) == 2:
+            on_disk_when_the_second_started.update(harness.recorded_wall_seconds(out))
+            raise KeyboardInterrupt
+        return await real(plan, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(harness, "run_simulated", second_is_interrupted)
+    assert harness.main(["--scenario", str(toml), "--strategies", "none,clip", "--out", str(out)]) == 130
+    assert calls == ["none", "clip"]
+    assert list(on_disk_when_the_second_started) == [(0, "none")]
+    assert harness.recorded_wall_seconds(out) == on_disk_when_the_second_started
+    assert on_disk_when_the_second_started[(0, "none")] > 0
+
+
 def test_a_resumed_benchmark_refuses_a_run_made_with_other_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
