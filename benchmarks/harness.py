@@ -49,6 +49,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -253,23 +254,36 @@ class SimOptions:
 async def run_simulated(
     plan: RunPlan, scenario: Scenario, options: SimOptions, backend: FitBackend | None = None
 ) -> RunOutcome:
-    """Simulate one run in a worker thread (the event loop stays free for Ctrl-C, which takes effect
-    when the running simulation ends). ``backend``: one the caller holds for every run."""
+    """Simulate one run in a worker thread, the event loop free for Ctrl-C: cancelled, it asks the
+    simulation to stop at its next round, waits for that, and re-raises (the run left unfinished, to
+    be made again by a resumed benchmark). ``backend``: one the caller holds for every run."""
     started = time.monotonic()
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
     try:
         costs = load_cost_model(options.cost_model)
-        await asyncio.to_thread(
-            simulate_run,
-            scenario,
-            plan.strategy,
-            plan.seed,
-            plan.run_dir,
-            costs,
-            backend=backend or options.backend,
-            device=options.device,
-            secagg_cost=options.secagg_cost,
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                simulate_run,
+                scenario,
+                plan.strategy,
+                plan.seed,
+                plan.run_dir,
+                costs,
+                backend=backend or options.backend,
+                device=options.device,
+                secagg_cost=options.secagg_cost,
+                stop=stop.is_set,
+            )
         )
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([work])  # one simulated round at most
+            if not work.cancelled():
+                work.exception()  # retrieved: SimulationStopped, or what ended the run meanwhile
+            raise
     except ClipflError as exc:
         seconds = time.monotonic() - started
         return RunOutcome(plan=plan, status="failed", wall_seconds=seconds, message=str(exc))

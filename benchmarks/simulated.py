@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,12 @@ def simulate_run(
     backend: str | FitBackend = "local",
     device: str = "cpu",
     secagg_cost: str = "real",
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Simulate one run of the benchmark into ``run_dir``; return its summary. ``backend`` and
     ``device`` (where the fits train) and ``secagg_cost`` (whether the cryptography runs or is only
-    charged): see ``clipfl.simulate``; they change the wall time, not the results."""
+    charged): see ``clipfl.simulate``; they change the wall time, not the results. ``stop``: asked
+    before each round, ends the run unfinished (``SimulationStopped``)."""
     costs = costs or load_cost_model()
     config = run_config_of(scenario, strategy, seed)
     return simulate(
@@ -126,6 +129,7 @@ def simulate_run(
         backend=backend,
         device=device,
         secagg_cost=secagg_cost,
+        stop=stop,
     )
 
 

@@ -5,6 +5,10 @@ virtual, so the assertions are exact facts, not measurements of this machine."""
 from __future__ import annotations
 
 import ast
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +132,40 @@ def test_an_interrupted_benchmark_keeps_the_wall_time_of_each_run_it_finished(
     assert list(on_disk_when_the_second_started) == [(0, "none")]
     assert harness.recorded_wall_seconds(out) == on_disk_when_the_second_started
     assert on_disk_when_the_second_started[(0, "none")] > 0
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_a_simulated_benchmark_at_the_next_round_not_at_the_end_of_the_run(
+    tmp_path: Path,
+) -> None:
+    """SIGINT during a long simulated run: the benchmark exits 130 within a round, leaving that run
+    unfinished (no summary.json, fewer rounds than planned) for a resumed benchmark to make again."""
+    toml = tmp_path / "long.toml"
+    toml.write_text(
+        'target_accuracy = 0.5\nsecagg = "off"\n'
+        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2000\nlocal_epochs = 1\n'
+        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
+    )
+    out = tmp_path / "out"
+    argv = ["--scenario", str(toml), "--strategies", "none", "--out", str(out)]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.harness", *argv], cwd=root, stderr=subprocess.PIPE
+    )
+    metrics = out / "runs" / "seed-0" / "none" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and read_jsonl(metrics)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)  # a test's bounded wait for the first round's record
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert 1 <= len(read_jsonl(metrics)) < 2000
+    assert not (metrics.parent / "summary.json").exists()
 
 
 def test_a_resumed_benchmark_refuses_a_run_made_with_other_settings(

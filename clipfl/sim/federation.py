@@ -14,7 +14,7 @@ Events run in (time, scheduling order): two runs of one scenario are the same ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import nacl.signing
@@ -82,6 +82,10 @@ def secagg_primitives(secagg_cost: str) -> Primitives:
 
 class SimulationError(ConfigError):
     """The simulated federation cannot go on as configured (a round no client can finish)."""
+
+
+class SimulationStopped(Exception):
+    """The caller asked the simulation to stop (``stop`` of ``Federation.run``); the run is unfinished."""
 
 
 class Federation:
@@ -179,9 +183,13 @@ class Federation:
 
     # -------------------------------------------------------------------------------- running
 
-    def run(self) -> dict[str, Any]:
-        """Every round, then the in-flight messages; the summary, as the live server returns it."""
+    def run(self, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Every round, then the in-flight messages; the summary, as the live server returns it.
+        ``stop`` is asked before each round; when it says so, ``SimulationStopped`` (the rounds done
+        are recorded, the run has no summary)."""
         for number in range(1, self.config.rounds + 1):
+            if stop is not None and stop():
+                raise SimulationStopped(f"stopped before round {number} of {self.config.rounds}")
             self._run_round(number)
         total = max(self.clock.now(), self._tester_free)
         while self.queue:  # the last receipts reach their clients, who record their rounds

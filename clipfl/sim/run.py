@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ def simulate(
     backend: str | FitBackend = "local",
     device: str = "cpu",
     secagg_cost: str = "real",
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` on ``devices`` (one profile per client id) in virtual time; return the summary.
 
@@ -65,7 +66,8 @@ def simulate(
     torch trains, ``"cpu"`` or ``"cuda"``. ``secagg_cost``: ``"real"`` runs secure aggregation's
     cryptography, ``"model"`` only charges it (``SECAGG_COSTS``): the same results, for 10,000 clients.
     Torch trains on one thread, as each live client does, so the numbers are the live clients' too;
-    the server's test uses torch's default threads, as the live server does.
+    the server's test uses torch's default threads, as the live server does. ``stop``: asked before
+    each round (from another thread, say); when true, ``SimulationStopped`` and an unfinished run.
     """
     costs = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
     rd = None
@@ -94,7 +96,7 @@ def simulate(
         )
         if rd is not None:
             rd.write_json("config.json", config_record(config))
-        summary = federation.run()
+        summary = federation.run(stop)
     finally:
         torch.set_num_threads(threads)
         if fits is not backend:
