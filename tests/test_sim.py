@@ -85,15 +85,21 @@ def test_same_scenario_and_seed_give_a_byte_identical_results_json(tmp_path: Pat
         assert (run / name).exists(), name
 
 
+def _three_digit_clients(tmp_path: Path, *, rounds: int) -> Path:
+    """A benchmark scenario of three digits clients in the clear, client 2 a 3x straggler."""
+    toml = tmp_path / "three.toml"
+    toml.write_text(
+        'target_accuracy = 0.5\nsecagg = "off"\n'
+        f'[federation]\ndataset = "digits"\nclients = 3\nrounds = {rounds}\nlocal_epochs = 1\n'
+        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
+    )
+    return toml
+
+
 def test_benchmarks_over_disjoint_strategies_share_one_timing_file(tmp_path: Path) -> None:
     """Two invocations, each running part of the strategies into one --out (two cores, two processes),
     then a resuming one: timing.json keeps every run's wall time, none overwritten by the other."""
-    toml = tmp_path / "tiny.toml"
-    toml.write_text(
-        'target_accuracy = 0.5\nsecagg = "off"\n'
-        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2\nlocal_epochs = 1\n'
-        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
-    )
+    toml = _three_digit_clients(tmp_path, rounds=2)
     out = tmp_path / "out"
     for strategies in ("none", "clip", "none,clip"):
         argv = ["--scenario", str(toml), "--strategies", strategies, "--out", str(out)]
@@ -108,12 +114,7 @@ def test_an_interrupted_benchmark_keeps_the_wall_time_of_each_run_it_finished(
 ) -> None:
     """timing.json is written as each run ends, not when the benchmark does: a benchmark killed during
     its second run (SIGKILL, no cleanup) has already recorded the first."""
-    toml = tmp_path / "tiny.toml"
-    toml.write_text(
-        'target_accuracy = 0.5\nsecagg = "off"\n'
-        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2\nlocal_epochs = 1\n'
-        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
-    )
+    toml = _three_digit_clients(tmp_path, rounds=2)
     real = harness.run_simulated
     calls = []
     out = tmp_path / "out"
@@ -140,17 +141,12 @@ def test_ctrl_c_stops_a_simulated_benchmark_at_the_next_round_not_at_the_end_of_
 ) -> None:
     """SIGINT during a long simulated run: the benchmark exits 130 within a round, leaving that run
     unfinished (no summary.json, fewer rounds than planned) for a resumed benchmark to make again."""
-    toml = tmp_path / "long.toml"
-    toml.write_text(
-        'target_accuracy = 0.5\nsecagg = "off"\n'
-        '[federation]\ndataset = "digits"\nclients = 3\nrounds = 2000\nlocal_epochs = 1\n'
-        "[devices]\nslowdown = 2.0\n[stragglers]\nids = [2]\nslowdown = 3.0\n"
-    )
+    toml = _three_digit_clients(tmp_path, rounds=2000)
     out = tmp_path / "out"
     argv = ["--scenario", str(toml), "--strategies", "none", "--out", str(out)]
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.harness", *argv], cwd=root, stderr=subprocess.PIPE
+        [sys.executable, "-m", "benchmarks.harness", *argv], cwd=root, stderr=subprocess.DEVNULL
     )
     metrics = out / "runs" / "seed-0" / "none" / "metrics.jsonl"
     try:
