@@ -172,8 +172,7 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {value}")
-        _choice(self, "partition", PARTITIONS)
-        _choice(self, "secagg", SECAGG_MODES)
+        _choices(self)
         try:  # the settings that cross the wire validate themselves, once, in their constructors
             self.run_settings()
             self.train_settings()
@@ -249,7 +248,7 @@ class ClientConfig:
     )
 
     def __post_init__(self) -> None:
-        _choice(self, "shape", ("tc", "app"))
+        _choices(self)
         if self.client_id < 0:
             raise ConfigError(f"client-id must be >= 0, got {self.client_id}")
         _positive(self, "threads", "connect_timeout", "heartbeat_timeout")
@@ -266,10 +265,16 @@ def _positive(obj: object, *names: str) -> None:
             raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
 
 
-def _choice(obj: object, name: str, allowed: Sequence[str]) -> None:
-    value = getattr(obj, name)
-    if value not in allowed:
-        raise ConfigError(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {value!r}")
+def _choices(obj: object) -> None:
+    """Every field with a list of choices holds one of them (a flag's are checked by argparse, a config
+    file's or a scenario's only here: an unknown word must not fall through to some default)."""
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        allowed = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if allowed and value is not None and value not in allowed:
+            raise ConfigError(
+                f"{f.name.replace('_', '-')} must be one of {', '.join(allowed)}; got {value!r}"
+            )
 
 
 # --------------------------------------------------------------------------------------------- flags

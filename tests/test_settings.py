@@ -3,13 +3,15 @@ and a setting the receiver does not know (or one left out) is the peer's error, 
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from clipfl.clip import LatencyHistory, PlannerConfig, RoundTiming, TimingReport, plan_round
-from clipfl.config import RunConfig
+from clipfl.config import ClientConfig, RunConfig
 from clipfl.errors import ConfigError, RemoteProtocolError
 from clipfl.messages import FitIns, Welcome
 from clipfl.secagg import SecAggConfig
@@ -150,6 +152,18 @@ def test_the_command_line_builds_the_settings_once() -> None:
     assert settings.secagg == SecAggConfig(mode="secagg+", neighbors=4, clip_range=2.0, max_weight=100_000)
     with pytest.raises(ConfigError, match="straggler-fraction"):
         RunConfig(straggler_fraction=1.0)
+
+
+@pytest.mark.parametrize("cls", [RunConfig, ClientConfig])
+def test_a_word_outside_a_settings_choices_is_refused_wherever_it_comes_from(cls: type) -> None:
+    """argparse checks a flag's choices; a config file or a scenario reaches the dataclass directly, and
+    an unknown word there must be an error, not a fall-through (``aggregation = "zeropad"`` ran
+    coverage averaging)."""
+    chosen = [f for f in dataclasses.fields(cls) if f.metadata.get("choices")]
+    assert chosen  # aggregation, partition, secagg, ... / shape
+    for f in chosen:
+        with pytest.raises(ConfigError, match=f"^{f.name.replace('_', '-')} must be one of "):
+            cls(**{f.name: "no-such-choice"})
 
 
 def test_straggler_fraction_zero_means_nobody_is_a_straggler() -> None:
