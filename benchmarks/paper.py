@@ -187,8 +187,10 @@ def _own_accuracy(record: RunRecord, ids: Sequence[int]) -> float | None:
     return sum(float(r["accuracy"]) * int(r["samples"]) for r in rows) / samples if samples else None
 
 
-PRUNING = ("random", "ordered", "clip-compute", "clip")
-"""The strategies whose stragglers plan with CLIP's planner and train sub-models (their diagnostics)."""
+PRUNING = ("random", "ordered", "clip-compute", "clip", "fluid")
+"""The strategies whose stragglers train sub-models (their diagnostics): the first four plan their keep
+ratio with CLIP's planner; ``fluid``'s server assigns it (no round target at the client: its
+``over_target`` is None)."""
 
 
 def pruning_diagnostics(record: RunRecord, ids: Sequence[int], warmup_rounds: int) -> dict[str, Any]:
@@ -449,7 +451,7 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
                 "",
                 "CLIP's goal (issue 12): "
                 + "; ".join(
-                    f"{k}: {'met' if goal['met'][k] else 'NOT met'} ({_goal_figure(k, v)})"
+                    f"{k}: {'met' if goal['met'][k] else 'NOT met'} ({goal_figure(k, v)})"
                     for k, v in goal["figures"].items()
                 )
                 + ".",
@@ -465,7 +467,8 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _goal_figure(key: str, value: float | None) -> str:
+def goal_figure(key: str, value: float | None) -> str:
+    """One part's figure of ``goal_check``, as the report prints it."""
     if value is None:
         return "-"
     if key.startswith("faster"):
@@ -614,7 +617,8 @@ def _plot_straggler_accuracy(
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _split(text: str, allowed: Sequence[str], what: str) -> list[str]:
+def split_names(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A ``--what`` list of names, each from ``allowed``, in order, without repeats."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in allowed]
     if unknown or not names:
@@ -658,9 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_pair(
-    runs: Path, scenario: Scenario, strategies: Sequence[str]
-) -> tuple[list[RunRecord], list[str]]:
+def load_pair(runs: Path, scenario: Scenario, strategies: Sequence[str]) -> tuple[list[RunRecord], list[str]]:
+    """The finished runs of one workload and fleet under ``runs`` (the harness's layout), and the
+    planned ones that are not (``strategy/seed N``)."""
     records, missing = [], []
     for plan in harness.plan_runs(scenario, strategies, runs, "virtual"):  # the harness's layout
         if (plan.run_dir / "summary.json").exists():
@@ -688,9 +692,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "python -m benchmarks.paper " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        workloads = _split(args.workloads, WORKLOADS, "workloads")
-        fleets = _split(args.fleets, FLEETS, "fleets")
-        strategies = _split(args.strategies, STRATEGIES, "strategies")
+        workloads = split_names(args.workloads, WORKLOADS, "workloads")
+        fleets = split_names(args.fleets, FLEETS, "fleets")
+        strategies = split_names(args.strategies, STRATEGIES, "strategies")
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
         caps = sample_caps(args.max_client_samples, workloads)
@@ -745,7 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pairs, plotted = [], []
     for workload, fleet, scenario, runs in plan:
-        kept, missing = _load_pair(runs, scenario, strategies)
+        kept, missing = load_pair(runs, scenario, strategies)
         records, unused = complete_seeds(kept, strategies)
         table = paper_table(scenario, records)
         pairs.append(

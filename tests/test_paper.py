@@ -187,6 +187,20 @@ def test_the_diagnostics_say_when_pruning_started_and_what_bound_it(
     assert pruning_diagnostics(record, [4], warmup_rounds=1)["first_pruned_round"] is None
 
 
+def test_fluid_is_diagnosed_without_a_round_target(tmp_path: Path) -> None:
+    """``fluid``'s server assigns the keep ratios: its stragglers plan with no round target of their
+    own, so ``over_target`` is None and the rest is figured as for the planners' strategies."""
+    (tmp_path / "config.json").write_text(json.dumps({"min_keep_ratio": 0.5}))
+    rows = (_straggler_row(1, 1.0, 8.0, None, None), _straggler_row(2, 0.5, 4.0, 5.0, None))
+    record = RunRecord(strategy="fluid", seed=0, path=tmp_path, rounds=(), clients={3: rows})
+    d = pruning_diagnostics(record, [3], warmup_rounds=1)
+    assert (d["at_floor"], d["over_target"], d["fit_over_predicted"]) == (1.0, None, pytest.approx(-0.2))
+    scenario = load_scenario("paper-femnist")
+    records = [_record("ideal", [0.5, 0.8], 2.0), _record("none", [0.5, 0.8], 10.0)]
+    records.append(_record("fluid", [0.5, 0.8], 3.0, keep=0.5))
+    assert "diagnostics" in paper_table(scenario, records)["strategies"]["fluid"]
+
+
 def test_bad_choices_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--workloads", "mnist", "--report-only"]) == 2
     assert "--workloads: unknown ['mnist']; known: femnist, shakespeare, cifar10" in capsys.readouterr().err
