@@ -79,6 +79,8 @@ class _RoundClock:
     upload_started_at: float | None = None
     bytes_down: int = 0
     bytes_up: int = 0
+    """Both counted until the receipt, when the clock closes: what the round sends later (unmasking
+    shares, the timing report) is in no row."""
     flop_ratio: float = 1.0
     record: dict[str, Any] = field(default_factory=dict)
 
