@@ -4,31 +4,32 @@ record what did not, with figures).
     python -m benchmarks.variant --set min_keep_ratio=0.4 --workloads femnist --seeds 3 \\
         --secagg-cost model --base-runs runs/paper --runs runs/variant-floor --out runs/variant-floor
 
-``--set KEY=VALUE`` changes one launcher setting of the paper scenarios (a ``[federation]`` key such
-as ``min_keep_ratio`` or ``aggregation``). The strategies it can move (``--strategies``; by default the
-five that prune) are remade under the change into ``--runs``; the rest (``none``, ``deadline``, the
-ideal, which set the baseline and the target) are the paper table's own runs in ``--base-runs``,
-shared by both tables. This command makes only the changed runs: the base runs are
+``--set KEY=VALUE`` changes one setting of the paper scenarios among those that act only where a
+client trains a sub-model (``CHANGEABLE``): the pruning strategies are remade under it into ``--runs``,
+and the strategies that never prune (``none``, ``deadline``, the ideal, which set the baseline and the
+target) are the very runs the change would make again, so both tables share them from ``--base-runs``,
+the paper table's own runs. This command makes only the changed runs: the base runs are
 ``benchmarks.paper``'s, made with the same ``--seeds``, ``--max-client-samples`` and ``--secagg-cost``
-(a kept base run made with other settings is refused). Both tables are ``benchmarks.paper.paper_table``
-over the seeds where both sides have every run, and both are checked against the goal
-(``benchmarks.paper.goal_check``).
+(a kept base run made with other settings is refused; a pair with no complete seed of base runs is
+refused before anything runs). ``--strategies`` remakes some of the pruning strategies first; a
+decision waits for all of them. Both tables are ``benchmarks.paper.paper_table`` over the seeds where
+both sides have every run, and both are checked against the goal (``benchmarks.paper.goal_check``).
 
-**The rule, fixed before any result is read** (``decide``): the change is adopted when, on every pair
-measured, it meets every part of the goal that the base meets and ``clip`` reaches the target no later
-(median time to target), and over all pairs it meets at least one part more; otherwise the base
-stays. (The clause on time keeps a change that is slower to the target, CLIP's point, from being
-adopted for an accuracy part crossed by a fraction of a point.) Either way the report holds both
-tables.
+**The rule** (``decide``): the change is adopted when every pruning strategy was remade under it and,
+on every pair measured, it meets every part of the goal that the base meets and ``clip`` reaches the
+target no later (the median over the seeds of its time to target, a seed that never reached it
+counting as infinitely late), and when over all pairs it meets at least one part more; otherwise the
+base stays. The clause on time keeps a change that is slower to the target, CLIP's point, from being
+adopted for an accuracy part crossed by a fraction of a point. Either way the report holds both tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import math
+import statistics
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -41,57 +42,62 @@ from benchmarks.paper import (
     PRUNING,
     STRATEGIES,
     WORKLOADS,
+    check_kept,
     complete_seeds,
+    fmt_spread,
     goal_check,
     goal_figure,
     load_pair,
+    make_runs,
     pair_scenario,
     paper_table,
     sample_caps,
     split_names,
 )
-from benchmarks.report import RunRecord
-from benchmarks.scenario import FEDERATION_KEYS, Scenario
+from benchmarks.scenario import Scenario
 from benchmarks.simulated import run_config_of
 from clipfl.errors import ClipflError, ConfigError
 from clipfl.sim import BACKENDS, SECAGG_COSTS
 
-__all__ = ["Change", "Decision", "apply_change", "decide", "main", "parse_change"]
+__all__ = ["CHANGEABLE", "Change", "Compared", "Decision", "apply_change", "decide", "main", "parse_change"]
 
-_FIXED_BY_THE_TABLE = frozenset({"clients", "rounds", "preset", "dataset", "model", "max_client_samples"})
-"""Keys that would make the two tables different experiments, not the same one with one change."""
+CHANGEABLE = ("min_keep_ratio", "aggregation", "secagg_min_coverage")
+"""The settings a variant may change: each acts only where a client trains a sub-model (the keep-ratio
+floor, how pruned units are averaged, what a pruning client withholds from the secure sum), so the runs
+of the strategies that never prune are the same runs under it (``tests/test_variant.py`` simulates
+them both ways). Any other setting would move the baseline and the target, and needs a table of its
+own (``benchmarks.paper``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Change:
-    """One launcher setting and its new value."""
+    """One setting and its new value."""
 
     key: str
-    value: str | int | float | bool
+    value: str | int | float
 
     @property
     def label(self) -> str:
-        value = str(self.value).lower() if isinstance(self.value, bool) else self.value
-        return f"{self.key}={value}"
+        return f"{self.key}={self.value}"
 
 
 def parse_change(text: str) -> Change:
-    """``KEY=VALUE``, the value read as a TOML value (``0.4``, ``true``), else as a bare string."""
+    """``KEY=VALUE``, the value read as a TOML number, else as a bare word (``aggregation=zero-pad``)."""
     key, sep, raw = text.partition("=")
     key, raw = key.strip(), raw.strip()
     if not sep or not key or not raw:
         raise ConfigError(f"--set: {text!r} is not KEY=VALUE (e.g. min_keep_ratio=0.4)")
-    if key not in FEDERATION_KEYS or key in _FIXED_BY_THE_TABLE:
+    if key not in CHANGEABLE:
         raise ConfigError(
-            f"--set: {key!r} is not a setting a variant may change; give one of "
-            + ", ".join(sorted(FEDERATION_KEYS - _FIXED_BY_THE_TABLE))
+            f"--set: {key!r} is not a setting a variant may change (it would move the runs that never "
+            f"prune, the baseline and the target); give one of {', '.join(CHANGEABLE)}"
         )
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw  # a bare word: aggregation=zero-pad
-    if not isinstance(value, str | int | float | bool):
-        raise ConfigError(f"--set: {key}'s value must be a number, true/false or a word, got {raw!r}")
+        value = raw
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"--set: {key}'s value must be a number or a word, got {raw!r}")
     return Change(key, value)
 
 
@@ -116,19 +122,43 @@ def apply_change(scenario: Scenario, change: Change) -> Scenario:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Compared:
+    """One workload and fleet, as the table stands and with the change, on the same seeds."""
+
+    pair: str
+    base: Mapping[str, Any]
+    """``paper_table`` of the base runs."""
+    variant: Mapping[str, Any]
+    """``paper_table`` of the changed runs and the shared ones."""
+    remade: tuple[str, ...]
+    """The strategies remade under the change."""
+    base_goal: Mapping[str, Any]
+    variant_goal: Mapping[str, Any]
+
+    @classmethod
+    def of(
+        cls, pair: str, base: Mapping[str, Any], variant: Mapping[str, Any], remade: Sequence[str]
+    ) -> Compared:
+        """The two tables and their goals (``goal_check``)."""
+        return cls(pair, base, variant, tuple(remade), goal_check(base), goal_check(variant))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
-    """The rule's verdict: ``adopt`` True or False, None when some pair has no complete goal yet."""
+    """The rule's verdict: ``adopt`` True or False, None while the comparison is incomplete."""
 
     adopt: bool | None
     reason: str
 
 
-def decide(pairs: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) -> Decision:
-    """The module docstring's rule over ``(pair, base table, variant table)`` for every pair measured
-    (``paper_table``'s tables; the goal is ``goal_check``'s)."""
-    if not pairs:
+def decide(compared: Sequence[Compared]) -> Decision:
+    """The module docstring's rule over every pair measured."""
+    if not compared:
         return Decision(None, "no pair measured")
-    goals = [(pair, goal_check(base), goal_check(variant)) for pair, base, variant in pairs]
+    unmade = [s for s in PRUNING if any(s not in c.remade for c in compared)]
+    if unmade:
+        return Decision(None, f"not decided: {', '.join(unmade)} not remade under the change yet")
+    goals = [(c.pair, c.base_goal, c.variant_goal) for c in compared]
     incomplete = [pair for pair, base, variant in goals if not (base["complete"] and variant["complete"])]
     if incomplete:
         return Decision(None, f"not decided: no complete goal yet for {', '.join(incomplete)}")
@@ -139,9 +169,9 @@ def decide(pairs: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) ->
         if met and not variant["met"].get(part, False)
     ]
     later = [
-        f"{pair} ({_median_tta(base):.0f} s -> {_median_tta(variant):.0f} s)"
-        for pair, base, variant in pairs
-        if _median_tta(variant) > _median_tta(base)
+        f"{c.pair} ({_clip_time(c.base):.0f} s -> {_clip_time(c.variant):.0f} s)"
+        for c in compared
+        if _clip_time(c.variant) > _clip_time(c.base)
     ]
     gained = [
         f"{pair}: {part}"
@@ -158,23 +188,13 @@ def decide(pairs: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) ->
     return Decision(True, "adopted: the change also meets " + "; ".join(gained) + ", and loses nothing")
 
 
-def _median_tta(table: Mapping[str, Any]) -> float:
-    """``clip``'s median time to target (infinite when it never reached it)."""
-    median = table["strategies"]["clip"]["time_to_target_seconds"]["median"]
-    return math.inf if median is None else float(median)
+def _clip_time(table: Mapping[str, Any]) -> float:
+    """``clip``'s median time to target over its seeds, a seed that never reached it infinitely late."""
+    seeds = table["strategies"]["clip"]["per_seed"].values()
+    return statistics.median(math.inf if r["time_to_target"] is None else r["time_to_target"] for r in seeds)
 
 
 # ------------------------------------------------------------------------------------------ report
-
-
-def _cell(spread: Mapping[str, Any], spec: str, scale: float = 1.0, suffix: str = "") -> str:
-    if spread["median"] is None:
-        return "-"
-    text = format(scale * spread["median"], spec) + suffix
-    if spread["n"] > 1:
-        text += f" [{format(scale * spread['min'], spec)}, {format(scale * spread['max'], spec)}]"
-    return text
-
 
 _COLUMNS = (
     ("time to target (s)", "time_to_target_seconds", ".0f", 1.0, ""),
@@ -193,10 +213,10 @@ def render(results: Mapping[str, Any], plots: Sequence[str]) -> str:
         "",
         f"Command: `{results['command']}`. Base runs: `{results['base_runs']}`. Remade under the change: "
         f"{', '.join(results['strategies'])}; shared with the base: {', '.join(results['shared'])}. "
-        "Medians over the seeds where both sides have every run, [min, max] in brackets; every figure "
-        "as in `benchmarks/paper.py`.",
+        "Medians over the seeds where both sides have every run, [min, max] in brackets; 'reached': "
+        "seeds that reached the target; every figure as in `benchmarks/paper.py`.",
         "",
-        f"**Decision** (the rule in `benchmarks/variant.py`, fixed before any result): {results['decision']}",
+        f"**Decision** (the rule in `benchmarks/variant.py`): {results['decision']}",
         "",
     ]
     for pair in results["pairs"]:
@@ -217,15 +237,18 @@ def _pair_lines(pair: Mapping[str, Any], strategies: Sequence[str], change: str)
     ]
     if pair["seeds_used"]:
         lines += [
-            "| strategy | | " + " | ".join(c[0] for c in _COLUMNS) + " |",
-            "|---|---|" + "---|" * len(_COLUMNS),
+            "| strategy | | " + " | ".join(c[0] for c in _COLUMNS) + " | reached |",
+            "|---|---|" + "---|" * (len(_COLUMNS) + 1),
         ]
     for name in strategies:
         for side, label in (("base", "as it stands"), ("variant", change)):
             row = pair[side]["strategies"].get(name)
             if row is not None:
-                cells = " | ".join(_cell(row[key], spec, scale, suf) for _, key, spec, scale, suf in _COLUMNS)
-                lines.append(f"| {name if side == 'base' else ''} | {label} | {cells} |")
+                cells = " | ".join(
+                    fmt_spread(row[k], spec, scale, suf) for _, k, spec, scale, suf in _COLUMNS
+                )
+                reached = f"{row['target_reached']}/{len(row['seeds'])}"
+                lines.append(f"| {name if side == 'base' else ''} | {label} | {cells} | {reached} |")
     for side, label in (("base", "as it stands"), ("variant", change)):
         goal = pair[f"{side}_goal"]
         if goal.get("complete"):
@@ -277,13 +300,15 @@ def write_plot(results: Mapping[str, Any], out: Path) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.variant", description=__doc__.split("\n")[0])
-    parser.add_argument("--set", required=True, dest="change", help="KEY=VALUE, e.g. min_keep_ratio=0.4")
+    parser.add_argument(
+        "--set", required=True, dest="change", help=f"KEY=VALUE, KEY from {', '.join(CHANGEABLE)}"
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="default: all three")
     parser.add_argument("--fleets", default=",".join(FLEETS), help="paper, drawn (default: both)")
     parser.add_argument(
         "--strategies",
         default=",".join(PRUNING),
-        help=f"remade under the change (default {','.join(PRUNING)})",
+        help=f"the pruning strategies to remake now, clip among them (default: all, {','.join(PRUNING)})",
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
     parser.add_argument("--max-client-samples", help="as the base runs were made (benchmarks.paper's flag)")
@@ -300,13 +325,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _table(
-    scenario: Scenario, records: Sequence[RunRecord], seeds: set[int]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    table = paper_table(scenario, [r for r in records if r.seed in seeds])
-    return table, goal_check(table)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "python -m benchmarks.variant " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -314,14 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         change = parse_change(args.change)
         workloads = split_names(args.workloads, WORKLOADS, "workloads")
         fleets = split_names(args.fleets, FLEETS, "fleets")
-        strategies = split_names(args.strategies, STRATEGIES, "strategies")
+        strategies = split_names(args.strategies, PRUNING, "strategies")
+        if "clip" not in strategies:
+            raise ConfigError("--strategies: clip must be among them (the goal is clip's)")
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
         caps = sample_caps(args.max_client_samples, workloads)
         if Path(args.runs).resolve() == Path(args.base_runs).resolve():
-            raise ConfigError(
-                "--runs is --base-runs: the changed runs would replace the base's; give another"
-            )
+            raise ConfigError("--runs is --base-runs: the changed runs would replace the base's")
         sim = harness.SimOptions(
             backend=args.backend, ray_address=args.ray_address, secagg_cost=args.secagg_cost
         )
@@ -329,46 +347,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         for w in workloads:
             for f in fleets:
                 base = pair_scenario(w, f, args.seeds, caps.get(w), args.rounds)
-                plan.append((w, f, base, apply_change(base, change), Path(args.runs) / f"{w}-{f}"))
-        for _, _, base, changed, runs in plan:  # every kept run, before hours of runs
-            base_runs = Path(args.base_runs) / runs.name
-            harness.check_kept_runs(harness.plan_runs(base, STRATEGIES, base_runs, "virtual"), base, sim)
-            harness.check_kept_runs(harness.plan_runs(changed, strategies, runs, "virtual"), changed, sim)
-        if not args.report_only:
-            for _, _, _, changed, runs in plan:
-                runs.mkdir(parents=True, exist_ok=True)
-                asyncio.run(
-                    harness.run_benchmark(
-                        changed,
-                        strategies,
-                        runs,
-                        shaping="virtual",
-                        say=lambda line: print(line, flush=True),
-                        engine="sim",
-                        sim=sim,
-                        resume=True,
-                    )
+                runs = Path(args.runs) / f"{w}-{f}"
+                plan.append((w, f, base, Path(args.base_runs) / runs.name, apply_change(base, change), runs))
+        check_kept([(base, base_runs) for _, _, base, base_runs, _, _ in plan], STRATEGIES, sim)
+        check_kept([(changed, runs) for *_, changed, runs in plan], strategies, sim)
+        for w, f, base, base_runs, _, _ in plan:
+            if not complete_seeds(load_pair(base_runs, base, STRATEGIES)[0], STRATEGIES)[0]:
+                raise ConfigError(
+                    f"{base_runs} holds no seed of {w}/{f} with every strategy's run: make the base first "
+                    "(python -m benchmarks.paper with the same --seeds, --max-client-samples, --secagg-cost)"
                 )
+        if not args.report_only:
+            make_runs([(changed, runs) for *_, changed, runs in plan], strategies, sim=sim)
     except ClipflError as exc:
         print(f"benchmarks.variant: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "benchmarks.variant: interrupted; the finished runs are kept (run again to go on)",
-            file=sys.stderr,
-        )
+        print("benchmarks.variant: interrupted; finished runs are kept (run again to go on)", file=sys.stderr)
         return 130
     shared = [s for s in STRATEGIES if s not in strategies]
-    pairs, measured = [], []
-    for workload, fleet, base, changed, runs in plan:
-        base_records, base_missing = load_pair(Path(args.base_runs) / runs.name, base, STRATEGIES)
+    pairs, compared = [], []
+    for workload, fleet, base, base_runs, changed, runs in plan:
+        base_records, base_missing = load_pair(base_runs, base, STRATEGIES)
         variant_records, variant_missing = load_pair(runs, changed, strategies)
-        base_whole, _ = complete_seeds(base_records, STRATEGIES)
-        variant_whole, _ = complete_seeds(variant_records, strategies)
-        seeds = {r.seed for r in base_whole} & {r.seed for r in variant_whole}
-        base_table, base_goal = _table(base, base_records, seeds)
+        seeds = {r.seed for r in complete_seeds(base_records, STRATEGIES)[0]} & {
+            r.seed for r in complete_seeds(variant_records, strategies)[0]
+        }
         shared_records = [r for r in base_records if r.strategy in shared]
-        variant_table, variant_goal = _table(changed, [*shared_records, *variant_records], seeds)
+        one = Compared.of(
+            f"{workload}/{fleet}",
+            paper_table(base, [r for r in base_records if r.seed in seeds]),
+            paper_table(changed, [r for r in (*shared_records, *variant_records) if r.seed in seeds]),
+            strategies,
+        )
+        compared.append(one)
         pairs.append(
             {
                 "workload": workload,
@@ -376,14 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seeds_used": sorted(seeds),
                 "missing": [f"as it stands: {m}" for m in base_missing]
                 + [f"{change.label}: {m}" for m in variant_missing],
-                "base": base_table,
-                "variant": variant_table,
-                "base_goal": base_goal,
-                "variant_goal": variant_goal,
+                "base": one.base,
+                "variant": one.variant,
+                "base_goal": one.base_goal,
+                "variant_goal": one.variant_goal,
             }
         )
-        measured.append((f"{workload}/{fleet}", base_table, variant_table))
-    decision = decide(measured)
+    decision = decide(compared)
     results = {
         "command": command.strip(),
         "change": change.label,
@@ -393,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": list(range(args.seeds)),
         "decision": decision.reason,
         "adopt": decision.adopt,
-        "wall_seconds": sum(sum(harness.recorded_wall_seconds(runs).values()) for *_, runs in plan),
+        "wall_seconds": sum(sum(harness.recorded_wall_seconds(p[-1]).values()) for p in plan),
         "pairs": pairs,
     }
     out = Path(args.out)

@@ -3,6 +3,7 @@ the real FEMNIST data at a smoke size (skipped, saying why, where ../shared/data
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,28 @@ def test_the_table_is_computed_per_seed_against_the_ideal_target() -> None:
         "final_accuracy >= random": True,
     }
     assert goal["all_met"] is False
+
+
+def test_a_seed_where_clip_misses_the_target_fails_the_speed_part_of_the_goal() -> None:
+    """The speed-up is medianed over the seeds that reached the target: one fast seed must not stand
+    for a clip that misses the target in the others."""
+    scenario = load_scenario("paper-femnist")
+
+    def seeded(record: RunRecord, seed: int) -> RunRecord:
+        return dataclasses.replace(record, seed=seed)
+
+    records = []
+    for seed in (0, 1):
+        records += [
+            seeded(_record("ideal", [0.5, 0.7, 0.8, 0.8], 2.0), seed),
+            seeded(_record("none", [0.4, 0.6, 0.7, 0.77], 10.0), seed),
+        ]
+    records.append(seeded(_record("clip", [0.4, 0.6, 0.77, 0.78], 3.0, keep=0.5), 0))
+    records.append(seeded(_record("clip", [0.4, 0.6, 0.7, 0.75], 3.0, keep=0.5), 1))  # never 0.76
+    table = paper_table(scenario, records)
+    assert table["strategies"]["clip"]["faster_than_none"]["median"] == pytest.approx(0.8)  # seed 0 only
+    assert table["strategies"]["clip"]["target_reached"] == 1
+    assert goal_check(table)["met"]["faster_than_none >= 0.40"] is False
 
 
 def test_the_stragglers_own_accuracy_is_weighted_by_their_local_test_samples(tmp_path: Path) -> None:

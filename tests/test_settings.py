@@ -164,6 +164,8 @@ def test_a_word_outside_a_settings_choices_is_refused_wherever_it_comes_from(cls
     for f in chosen:
         with pytest.raises(ConfigError, match=f"^{f.name.replace('_', '-')} must be one of "):
             cls(**{f.name: "no-such-choice"})
+        for allowed in f.metadata["choices"]:
+            assert getattr(cls(**{f.name: allowed}), f.name) == allowed
 
 
 def test_straggler_fraction_zero_means_nobody_is_a_straggler() -> None:
