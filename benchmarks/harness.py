@@ -595,15 +595,17 @@ def _shaping(choice: str) -> str:
     return choice
 
 
-async def _main_async(
+async def run_until_signalled(
     scenario: Scenario,
-    strategies: list[str],
+    strategies: Sequence[str],
     out: Path,
     shaping: str,
     engine: str = "live",
     sim: SimOptions = SimOptions(),
     resume: bool = False,
 ) -> dict[str, Any]:
+    """``run_benchmark`` as a command runs it: Ctrl-C or SIGTERM cancels it (a simulated run stops at its
+    next round, a live launcher is stopped), and it still writes the report of the finished runs."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -660,7 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out or Path("runs") / f"bench-{scenario.name}-{args.engine}-{stamp}")
         out.mkdir(parents=True, exist_ok=True)
-        results = asyncio.run(_main_async(scenario, strategies, out, shaping, args.engine, sim, args.resume))
+        results = asyncio.run(
+            run_until_signalled(scenario, strategies, out, shaping, args.engine, sim, args.resume)
+        )
     except ClipflError as exc:
         print(f"benchmarks.harness: error: {exc}", file=sys.stderr)
         return 2

@@ -701,16 +701,7 @@ def make_runs(
     for scenario, runs in pairs:
         runs.mkdir(parents=True, exist_ok=True)
         asyncio.run(
-            harness.run_benchmark(
-                scenario,
-                strategies,
-                runs,
-                shaping=shaping,
-                say=lambda line: print(line, flush=True),
-                engine=engine,
-                sim=sim,
-                resume=True,
-            )
+            harness.run_until_signalled(scenario, strategies, runs, shaping, engine, sim, resume=True)
         )
 
 
@@ -765,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClipflError as exc:
         print(f"benchmarks.paper: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         print(
             "benchmarks.paper: interrupted; the finished runs are kept (run again to go on)", file=sys.stderr
         )

@@ -26,6 +26,7 @@ adopted for an accuracy part crossed by a fraction of a point. Either way the re
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import math
@@ -362,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClipflError as exc:
         print(f"benchmarks.variant: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         print("benchmarks.variant: interrupted; finished runs are kept (run again to go on)", file=sys.stderr)
         return 130
     shared = [s for s in STRATEGIES if s not in strategies]

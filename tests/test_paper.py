@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -254,13 +253,10 @@ def test_sample_caps_are_one_for_all_or_per_workload() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("femnist_data")  # tests/conftest.py: skipped, saying why, without FEMNIST
 def test_the_command_runs_the_pairs_resumes_and_writes_the_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = Path(os.environ.get("CLIPFL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (data / "femnist").is_dir():
-        pytest.skip(f"the FEMNIST data is not at {data}/femnist (set CLIPFL_DATA)")
-    os.environ.setdefault("CLIPFL_DATA", str(data))
     argv = [
         "--workloads", "femnist", "--fleets", "drawn", "--seeds", "1", "--strategies", "none,clip,ideal",
         "--rounds", "2", "--max-client-samples", "16",

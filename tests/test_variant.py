@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import statistics
 from collections.abc import Sequence
@@ -173,13 +172,10 @@ def test_a_seed_that_never_reaches_the_target_is_infinitely_late_not_left_out() 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("femnist_data")  # tests/conftest.py: skipped, saying why, without FEMNIST
 def test_the_command_remakes_only_the_changed_strategies_and_reports_both_tables(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = Path(os.environ.get("CLIPFL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (data / "femnist").is_dir():
-        pytest.skip(f"the FEMNIST data is not at {data}/femnist (set CLIPFL_DATA)")
-    os.environ.setdefault("CLIPFL_DATA", str(data))
     size = ["--workloads", "femnist", "--fleets", "paper", "--seeds", "1", "--rounds", "2",
             "--max-client-samples", "16"]  # fmt: skip
     base_runs, runs, out = tmp_path / "base", tmp_path / "variant", tmp_path / "out"
